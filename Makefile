@@ -1,0 +1,112 @@
+# respool — build, test, install.
+#
+#   make            build/librespool.a and build/librespool.so (versioned)
+#   make check      install missing deps, build, run every test and the example
+#   make asan       the tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make tsan       the tests under ThreadSanitizer
+#   make demo       the main job (see README.md)
+#   make bench      benchmarks
+#   make install    PREFIX=/usr/local DESTDIR= : headers, libraries, respool.pc
+#   make clean
+
+VERSION      := 0.1.0
+SOVERSION    := 0
+CC           ?= cc
+BUILD        ?= build
+PREFIX       ?= /usr/local
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+SANITIZE     ?=
+
+WARNINGS     := -Wall -Wextra -Wpedantic -Werror -Wshadow -Wstrict-prototypes \
+                -Wmissing-prototypes -Wno-unused-parameter
+CFLAGS       ?= -O2 -g
+ALL_CFLAGS   := -std=c11 -D_GNU_SOURCE $(WARNINGS) $(CFLAGS) -pthread -Iinclude
+ifneq ($(SANITIZE),)
+ALL_CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDSAN        := -fsanitize=$(SANITIZE)
+endif
+LIB_CFLAGS   := $(ALL_CFLAGS) -fPIC -fvisibility=hidden
+
+LIB_SOURCES  := $(wildcard src/*.c)
+LIB_OBJECTS  := $(LIB_SOURCES:src/%.c=$(BUILD)/obj/%.o)
+LIB_HEADERS  := $(wildcard src/*.h) include/respool.h
+STATIC_LIB   := $(BUILD)/librespool.a
+SHARED_LIB   := $(BUILD)/librespool.so.$(VERSION)
+
+TEST_SOURCES := $(wildcard tests/test_*.c)
+TEST_SUPPORT := $(wildcard tests/support/*.c)
+TEST_BINARY  := $(BUILD)/tests/respool_tests
+EXAMPLES     := $(BUILD)/examples/handles
+
+.PHONY: all check test examples asan tsan demo bench install uninstall clean deps
+
+all: $(STATIC_LIB) $(SHARED_LIB)
+
+$(BUILD)/obj/%.o: src/%.c $(LIB_HEADERS) | $(BUILD)/obj
+	$(CC) $(LIB_CFLAGS) -c $< -o $@
+
+$(STATIC_LIB): $(LIB_OBJECTS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(SHARED_LIB): $(LIB_OBJECTS)
+	$(CC) -shared -Wl,-soname,librespool.so.$(SOVERSION) $(LDSAN) -pthread -o $@ $^
+	ln -sf librespool.so.$(VERSION) $(BUILD)/librespool.so.$(SOVERSION)
+	ln -sf librespool.so.$(VERSION) $(BUILD)/librespool.so
+
+$(BUILD)/obj $(BUILD)/tests $(BUILD)/examples:
+	mkdir -p $@
+
+deps:
+	@scripts/deps.sh core
+
+$(TEST_BINARY): $(TEST_SOURCES) $(TEST_SUPPORT) $(wildcard tests/support/*.h) $(STATIC_LIB) | $(BUILD)/tests
+	$(CC) $(ALL_CFLAGS) -Itests -o $@ $(TEST_SOURCES) $(TEST_SUPPORT) $(STATIC_LIB) -lcriterion $(LDSAN)
+
+$(BUILD)/examples/%: examples/%.c $(STATIC_LIB) | $(BUILD)/examples
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(STATIC_LIB) $(LDSAN)
+
+examples: $(EXAMPLES)
+
+# Criterion runs every test in its own process; -j2 matches this project's
+# 2-core machines. RESPOOL_TEST_FLAGS adds runner flags (e.g. --filter).
+test: $(TEST_BINARY)
+	$(TEST_BINARY) -j2 --timeout 120 $(RESPOOL_TEST_FLAGS)
+
+check: deps all test examples
+	$(BUILD)/examples/handles
+
+asan:
+	$(MAKE) BUILD=build/asan SANITIZE=address,undefined CFLAGS="-O1 -g" test examples
+	build/asan/examples/handles
+
+tsan:
+	$(MAKE) BUILD=build/tsan SANITIZE=thread CFLAGS="-O1 -g" test examples
+	build/tsan/examples/handles
+
+demo: all $(BUILD)/examples/handles
+	$(BUILD)/examples/handles
+
+bench: all
+	@echo "bench: the benchmark suite arrives with its own issue; see bench/README.md"
+
+respool.pc: respool.pc.in Makefile
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $(BUILD)/respool.pc
+
+install: all respool.pc
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 644 include/respool.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(SHARED_LIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf librespool.so.$(VERSION) $(DESTDIR)$(LIBDIR)/librespool.so.$(SOVERSION)
+	ln -sf librespool.so.$(VERSION) $(DESTDIR)$(LIBDIR)/librespool.so
+	install -m 644 $(BUILD)/respool.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/respool.h $(DESTDIR)$(LIBDIR)/librespool.* \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/respool.pc
+
+clean:
+	rm -rf build

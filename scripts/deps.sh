@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Install what building and testing respool needs, when it is missing.
+#
+#   scripts/deps.sh [core|pg|all]     (default: core)
+#
+# core: a C compiler, make, pkg-config, Criterion (tests).
+# pg:   core plus libpq and a PostgreSQL server (adapter tests, demo).
+# Debian packages are installed with apt-get when run as root; otherwise the
+# missing ones are named and the script fails, so nothing is half-done
+# silently.
+set -euo pipefail
+
+want=${1:-core}
+packages=()
+
+have_header() { # have_header <header> : is it on the compiler's include path?
+    printf '#include <%s>\n' "$1" | ${CC:-cc} -E -x c - >/dev/null 2>&1
+}
+
+command -v "${CC:-cc}" >/dev/null 2>&1 || packages+=(gcc)
+command -v make >/dev/null 2>&1 || packages+=(make)
+command -v pkg-config >/dev/null 2>&1 || packages+=(pkg-config)
+have_header criterion/criterion.h || packages+=(libcriterion-dev)
+
+if [ "$want" = pg ] || [ "$want" = all ]; then
+    have_header libpq-fe.h || have_header postgresql/libpq-fe.h || packages+=(libpq-dev)
+    if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 &&
+       ! command -v initdb >/dev/null 2>&1; then
+        packages+=(postgresql)
+    fi
+fi
+if [ "$want" = all ]; then
+    command -v clang >/dev/null 2>&1 || packages+=(clang)
+fi
+
+[ ${#packages[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "deps.sh: missing packages: ${packages[*]}" >&2
+    echo "deps.sh: run as root, or: sudo apt-get install ${packages[*]}" >&2
+    exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "deps.sh: missing ${packages[*]} and no apt-get here: install them by hand" >&2
+    exit 1
+fi
+echo "deps.sh: installing ${packages[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

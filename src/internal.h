@@ -1,0 +1,191 @@
+/*
+ * internal.h — the pool's private state, shared by the files of src/.
+ *
+ * One mutex (pool->lock) guards everything below that is not marked
+ * otherwise. No user callback ever runs while it is held. The files:
+ *   pool.c        the public calls and the state machine of a resource
+ *   slots.c       the slot table (one record per resource) and the idle list
+ *   waiters.c     the FIFO queue of blocked checkouts and the hand-off rule
+ *   manager.c     the manager thread, its create helpers, planning, timers
+ *   diagnostics.c errors, logging, stats, Prometheus text
+ * docs/design.md draws how they fit.
+ */
+#ifndef RESPOOL_INTERNAL_H
+#define RESPOOL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "respool.h"
+
+#define NO_SLOT UINT32_MAX
+#define NO_DEADLINE INT64_MAX
+
+/* Slots live in fixed chunks that never move, so a slot pointer stays valid
+ * for the pool's lifetime and a lease can name its slot by index. */
+#define SLOT_CHUNK_SHIFT 8
+#define SLOT_CHUNK_SIZE (1u << SLOT_CHUNK_SHIFT)
+
+/* Where a slot's resource is in its life (docs/design.md has the diagram). */
+typedef enum {
+    SLOT_FREE = 0,   /* no resource; on the free list                        */
+    SLOT_CREATING,   /* reserved by a helper whose create() is running        */
+    SLOT_IDLE,       /* in the pool, on the idle list                         */
+    SLOT_BUSY,       /* checked out under a lease (the only state a lease matches) */
+    SLOT_CHECKING,   /* out of the pool for validate()/reset(), by a caller or
+                        the manager's keepalive: counted busy                 */
+    SLOT_DOOMED,     /* on the doomed list, waiting for the manager's destroy() */
+    SLOT_DESTROYING, /* destroy() is running on the manager thread            */
+} slot_state_t;
+
+/* One resource's record. Links are slot indices: `newer`/`older` chain the
+ * idle list (head = most recently idled); `older` alone chains the free list
+ * and the doomed list. */
+typedef struct slot {
+    void *resource;
+    uint32_t generation; /* +1 at each checkout and each return: a lease is
+                            valid only while its generation is current       */
+    uint32_t newer, older;
+    uint8_t state;         /* slot_state_t */
+    bool leak_reported;    /* this checkout was already reported as a leak  */
+    int64_t expires_ns;    /* end of life (max_lifetime_ms), 0 = never      */
+    int64_t idle_since_ns; /* when it last became idle (if times are kept)  */
+    int64_t verified_ns;   /* last known good: made, returned or validated  */
+    int64_t checkout_ns;   /* when the current lease began (if times kept)  */
+} slot_t;
+
+/* A thread blocked in respool_checkout. Lives on that thread's stack; it is
+ * in the queue exactly while `in_queue`, and only the lock holder touches
+ * the queue links or completes it. */
+typedef struct waiter {
+    struct waiter *prev, *next;
+    pthread_cond_t wake;
+    int64_t enqueued_ns; /* when it started waiting: fairness and stats   */
+    int64_t deadline_ns; /* NO_DEADLINE when it waits without limit      */
+    uint32_t slot;       /* the slot handed to it, NO_SLOT until then    */
+    int outcome;         /* WAITER_PENDING until completed               */
+    bool in_queue;
+    bool zero_timeout;   /* timeout 0: fails when its create() fails     */
+    bool signalled;      /* woken and not yet running: no second signal  */
+} waiter_t;
+
+#define WAITER_PENDING (-1)
+
+typedef struct waiter_queue {
+    waiter_t *head, *tail; /* head = longest waiting */
+    unsigned count;
+    unsigned zero_timeout_count;
+} waiter_queue_t;
+
+struct respool {
+    pthread_mutex_t lock;
+
+    /* Configuration (copied at create; size and max_overflow change with
+     * respool_resize under the lock; the rest is read-only after create). */
+    respool_config_t config;
+    respool_factory_t factory;
+    int64_t fairness_ns;  /* < 0: strict hand-off                       */
+    bool keep_times;      /* some feature needs timestamps on the fast path */
+
+    /* Slot table. Invariants: slot_count = chunk_count * SLOT_CHUNK_SIZE;
+     * every slot is in exactly one place: the free list, the idle list, the
+     * doomed list, or out (BUSY/CHECKING/CREATING/DESTROYING). */
+    slot_t **chunks;
+    uint32_t chunk_count, chunk_capacity, slot_count;
+    uint32_t free_head;             /* free list (via `older`)             */
+    uint32_t idle_head, idle_tail;  /* idle list: head newest, tail oldest */
+    uint32_t doomed_head;           /* doomed list (via `older`)           */
+
+    /* Counts. live = idle + busy. Invariants: idle = length of the idle
+     * list; busy = slots BUSY or CHECKING; doomed = slots DOOMED or
+     * DESTROYING; creating = create_jobs + slots CREATING. */
+    unsigned idle, busy, doomed;
+    unsigned creating;    /* create() calls planned or running          */
+    unsigned create_jobs; /* planned, not yet taken by a helper          */
+
+    waiter_queue_t waiters;
+
+    /* Factory health. failing while create() keeps failing: then at most
+     * one create() (a probe) is planned, not before retry_at_ns. */
+    unsigned consecutive_failures;
+    int64_t retry_delay_ns;  /* the delay the next failure will draw from */
+    int64_t retry_at_ns;
+    uint64_t random_state;   /* xorshift64 for jitter                     */
+    char last_error[256];
+
+    /* Life of the pool. */
+    bool prefilling;         /* respool_create is waiting for `size`     */
+    bool prefill_failed;
+    bool shutting_down;      /* respool_shutdown has begun               */
+    bool shutdown_done;      /* it returned RESPOOL_OK once              */
+    bool stopping;           /* respool_free: manager and helpers exit   */
+
+    /* The manager and its helpers. The manager destroys, keeps time and
+     * spawns helpers; helpers only run create(). */
+    pthread_t manager;
+    pthread_cond_t manager_wake;  /* doomed work, timers, spawn requests */
+    pthread_cond_t helper_wake;   /* create jobs                         */
+    pthread_cond_t settled;       /* creates/destroys/leases finished: respool_create, shutdown */
+    pthread_t *helpers;
+    unsigned helper_count;        /* started helpers                     */
+    unsigned helpers_idle;        /* helpers waiting on helper_wake      */
+    unsigned settle_waiters;      /* threads waiting on `settled`        */
+    bool manager_sleeping;        /* manager waits on manager_wake       */
+    int64_t housekeeping_at_ns;   /* next lifetime/keepalive/leak sweep  */
+
+    /* Counters for respool_stats. */
+    uint64_t created, destroyed, checkouts, timeouts, create_failures;
+    uint64_t waits, wait_ns_total, wait_ns_max;
+    uint64_t reported_broken, validate_failures, reset_failures;
+    uint64_t dismissed, expired, leaks;
+
+    pthread_condattr_t monotonic_condattr; /* for every cond we time-wait on */
+};
+
+/* ---- clock (pool.c) ---- */
+int64_t clock_now_ns(void);
+struct timespec timespec_from_ns(int64_t ns);
+int64_t deadline_after_ms(int64_t now_ns, long timeout_ms);
+
+/* ---- slots.c ---- */
+slot_t *slot_at(const respool_t *pool, uint32_t index);
+int slot_reserve(respool_t *pool, uint32_t *index);
+void slot_release(respool_t *pool, uint32_t index);
+void idle_push_newest(respool_t *pool, uint32_t index);
+void idle_push_oldest(respool_t *pool, uint32_t index);
+uint32_t idle_take(respool_t *pool);
+void idle_remove(respool_t *pool, uint32_t index);
+void slot_doom(respool_t *pool, uint32_t index);
+slot_t *lease_slot(const respool_t *pool, const respool_lease_t *lease);
+
+/* ---- waiters.c ---- */
+void waiter_enqueue(respool_t *pool, waiter_t *waiter);
+void waiter_enqueue_front(respool_t *pool, waiter_t *waiter);
+void waiter_dequeue(respool_t *pool, waiter_t *waiter);
+void waiter_complete(respool_t *pool, waiter_t *waiter, int outcome, uint32_t slot);
+bool waiters_head_starving(const respool_t *pool, int64_t now_ns);
+bool waiters_hand_off(respool_t *pool, uint32_t index, int64_t now_ns);
+void waiters_kick(respool_t *pool);
+void waiters_fail(respool_t *pool, int outcome, bool zero_timeout_only);
+
+/* ---- pool.c: where a resource goes next ---- */
+void route_resource(respool_t *pool, uint32_t index, bool fresh);
+void shutdown_progress(respool_t *pool);
+
+/* ---- manager.c ---- */
+int manager_start(respool_t *pool);
+void manager_stop(respool_t *pool);
+void plan_creates(respool_t *pool);
+void manager_notify(respool_t *pool);
+void settled_broadcast(respool_t *pool);
+
+/* ---- diagnostics.c ---- */
+void pool_log(respool_t *pool, respool_log_level_t level, const char *format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+#endif /* RESPOOL_INTERNAL_H */

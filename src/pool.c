@@ -1,0 +1,576 @@
+/*
+ * pool.c — the public calls and the state machine of a resource.
+ *
+ * Checkout and checkin are the fast path: one lock round trip, O(1), no
+ * allocation, no syscall and no clock read when uncontended (a clock read
+ * only when a feature needs timestamps: validate window, overflow idle
+ * time, lifetime, keepalive, leak detection). Everything slow — create(),
+ * destroy(), timers — belongs to the manager (manager.c); waiting belongs to
+ * the waiter queue (waiters.c).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* ---- clock ------------------------------------------------------------ */
+
+int64_t clock_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+struct timespec timespec_from_ns(int64_t ns)
+{
+    struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+    return ts;
+}
+
+/* Milliseconds to nanoseconds, saturating: a duration of centuries is
+ * simply "never". */
+static int64_t ms_to_ns(long ms)
+{
+    return ms >= INT64_MAX / 1000000 ? INT64_MAX : (int64_t)ms * 1000000;
+}
+
+/* A true deadline `timeout_ms` after now_ns; NO_DEADLINE if it would
+ * overflow. */
+int64_t deadline_after_ms(int64_t now_ns, long timeout_ms)
+{
+    int64_t span = ms_to_ns(timeout_ms);
+    return span >= NO_DEADLINE - now_ns ? NO_DEADLINE : now_ns + span;
+}
+
+/* ---- creation --------------------------------------------------------- */
+
+/* Check a configuration and fill in its defaults. */
+static int config_normalize(respool_config_t *c, const respool_factory_t *factory)
+{
+    uint64_t capacity = (uint64_t)c->size + c->max_overflow;
+    if (capacity == 0 || capacity > RESPOOL_MAX_RESOURCES)
+        return RESPOOL_EINVAL;
+    if (!factory->create || !factory->destroy)
+        return RESPOOL_EINVAL;
+    if (c->strategy != RESPOOL_LIFO && c->strategy != RESPOOL_FIFO)
+        return RESPOOL_EINVAL;
+    if (c->fairness_us < RESPOOL_FAIRNESS_STRICT || c->max_creating > 256)
+        return RESPOOL_EINVAL;
+    if (c->retry_initial_ms < 0 || c->retry_max_ms < 0 || c->overflow_idle_ms < 0 ||
+        c->max_lifetime_ms < 0 || c->validate_idle_ms < 0 || c->keepalive_ms < 0 ||
+        c->leak_threshold_ms < 0)
+        return RESPOOL_EINVAL;
+    if (c->retry_initial_ms > 0 && c->retry_max_ms > 0 && c->retry_initial_ms > c->retry_max_ms)
+        return RESPOOL_EINVAL;
+    if (c->fairness_us == 0)
+        c->fairness_us = 1000;
+    if (c->max_creating == 0)
+        c->max_creating = 8;
+    if (c->retry_initial_ms == 0)
+        c->retry_initial_ms = 10;
+    if (c->retry_max_ms == 0)
+        c->retry_max_ms = c->retry_initial_ms > 2000 ? c->retry_initial_ms : 2000;
+    if (c->retry_initial_ms > c->retry_max_ms)
+        c->retry_initial_ms = c->retry_max_ms;
+    return RESPOOL_OK;
+}
+
+static void pool_release_memory(respool_t *pool)
+{
+    for (uint32_t c = 0; c < pool->chunk_count; c++)
+        free(pool->chunks[c]);
+    free(pool->chunks);
+    free(pool->helpers);
+    pthread_cond_destroy(&pool->manager_wake);
+    pthread_cond_destroy(&pool->helper_wake);
+    pthread_cond_destroy(&pool->settled);
+    pthread_condattr_destroy(&pool->monotonic_condattr);
+    pthread_mutex_destroy(&pool->lock);
+    free(pool);
+}
+
+int respool_create(respool_t **out, const respool_config_t *cfg, const respool_factory_t *factory)
+{
+    if (!out)
+        return RESPOOL_EINVAL;
+    *out = NULL;
+    if (!cfg || !factory)
+        return RESPOOL_EINVAL;
+    respool_config_t config = *cfg;
+    int rc = config_normalize(&config, factory);
+    if (rc != RESPOOL_OK)
+        return rc;
+
+    respool_t *pool = calloc(1, sizeof *pool);
+    if (!pool)
+        return RESPOOL_ENOMEM;
+    pool->helpers = calloc(config.max_creating, sizeof *pool->helpers);
+    if (!pool->helpers) {
+        free(pool);
+        return RESPOOL_ENOMEM;
+    }
+    pool->config = config;
+    pool->factory = *factory;
+    pool->fairness_ns = config.fairness_us < 0 ? -1 : (int64_t)config.fairness_us * 1000;
+    pool->keep_times = (factory->validate && config.validate_idle_ms > 0) ||
+                       config.overflow_idle_ms > 0 || config.max_lifetime_ms > 0 ||
+                       (factory->validate && config.keepalive_ms > 0) ||
+                       config.leak_threshold_ms > 0;
+    pool->free_head = pool->idle_head = pool->idle_tail = pool->doomed_head = NO_SLOT;
+    pool->retry_delay_ns = ms_to_ns(config.retry_initial_ms);
+    pool->random_state = (uint64_t)clock_now_ns() ^ (uint64_t)(uintptr_t)pool;
+    if (pool->random_state == 0)
+        pool->random_state = 0x9e3779b97f4a7c15u;
+
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_condattr_init(&pool->monotonic_condattr);
+    pthread_condattr_setclock(&pool->monotonic_condattr, CLOCK_MONOTONIC);
+    pthread_cond_init(&pool->manager_wake, &pool->monotonic_condattr);
+    pthread_cond_init(&pool->helper_wake, NULL);
+    pthread_cond_init(&pool->settled, &pool->monotonic_condattr);
+
+    if (manager_start(pool) != RESPOOL_OK) {
+        pool_release_memory(pool);
+        return RESPOOL_ENOMEM;
+    }
+
+    /* Prefill: the manager makes `size` resources; wait until they exist or
+     * one create() fails. */
+    pthread_mutex_lock(&pool->lock);
+    pool->prefilling = true;
+    plan_creates(pool);
+    pool->settle_waiters++;
+    while (!pool->prefill_failed && pool->idle + pool->busy < pool->config.size)
+        pthread_cond_wait(&pool->settled, &pool->lock);
+    pool->settle_waiters--;
+    pool->prefilling = false;
+    bool failed = pool->prefill_failed;
+    pthread_mutex_unlock(&pool->lock);
+
+    if (failed) {
+        respool_free(pool); /* waits for creates in flight, destroys all */
+        return RESPOOL_EFACTORY;
+    }
+    *out = pool;
+    return RESPOOL_OK;
+}
+
+/* ---- where a resource goes next --------------------------------------- */
+
+/* Move a resource that is out of every list and counted busy into the idle
+ * list. */
+static void make_idle(respool_t *pool, uint32_t index, int64_t now_ns)
+{
+    slot_t *s = slot_at(pool, index);
+    pool->busy--;
+    s->idle_since_ns = now_ns;
+    idle_push_newest(pool, index);
+}
+
+/* Route a resource that just came back (checkin, keepalive) or was just made
+ * (fresh: its slot is CREATING and not yet counted). In order: shutdown
+ * serves only waiters already queued; beyond capacity or past its lifetime
+ * it is destroyed; a waiter gets it (fresh: always directly; returned:
+ * directly once the longest waiter starves, else it turns idle and that
+ * waiter is woken — bounded barging); with nobody waiting, overflow is
+ * dismissed (or idles for overflow_idle_ms); else it turns idle. */
+void route_resource(respool_t *pool, uint32_t index, bool fresh)
+{
+    slot_t *s = slot_at(pool, index);
+    if (fresh) {
+        pool->busy++;
+        s->state = SLOT_CHECKING;
+    }
+    int64_t now = (pool->keep_times || pool->waiters.count) ? clock_now_ns() : 0;
+    s->verified_ns = now;
+
+    if (pool->shutting_down) {
+        if (!(pool->waiters.count && waiters_hand_off(pool, index, now)))
+            slot_doom(pool, index);
+        shutdown_progress(pool);
+        return;
+    }
+    unsigned live = pool->idle + pool->busy;
+    if (live > pool->config.size + pool->config.max_overflow) {
+        pool->dismissed++;
+        slot_doom(pool, index);
+        return;
+    }
+    if (s->expires_ns && now >= s->expires_ns) {
+        pool->expired++;
+        slot_doom(pool, index);
+        plan_creates(pool);
+        return;
+    }
+    if (pool->waiters.count) {
+        if (fresh || waiters_head_starving(pool, now)) {
+            if (waiters_hand_off(pool, index, now))
+                return;
+        } else {
+            make_idle(pool, index, now);
+            waiters_kick(pool);
+            return;
+        }
+    }
+    if (live > pool->config.size) {
+        if (pool->config.overflow_idle_ms == 0) {
+            pool->dismissed++;
+            slot_doom(pool, index);
+            return;
+        }
+        make_idle(pool, index, now);
+        manager_notify(pool); /* the reaper times it */
+        return;
+    }
+    make_idle(pool, index, now);
+    if (fresh)
+        settled_broadcast(pool); /* prefill progress */
+}
+
+/* During shutdown: waiters that nothing can serve any more (no lease out, no
+ * create() in flight) fail, and shutdown callers re-check for completion. */
+void shutdown_progress(respool_t *pool)
+{
+    if (!pool->shutting_down)
+        return;
+    if (pool->busy == 0 && pool->creating == 0 && pool->waiters.count)
+        waiters_fail(pool, RESPOOL_ESHUTDOWN, false);
+    settled_broadcast(pool);
+}
+
+/* ---- checkout ----------------------------------------------------------- */
+
+static bool has_room(const respool_t *pool)
+{
+    return pool->idle + pool->busy + pool->creating < pool->config.size + pool->config.max_overflow;
+}
+
+/* Fill a lease for a slot now BUSY and owned by the caller. */
+static void lease_issue(respool_t *pool, uint32_t index, respool_lease_t *lease)
+{
+    slot_t *s = slot_at(pool, index);
+    s->state = SLOT_BUSY;
+    s->generation++;
+    s->leak_reported = false;
+    if (pool->keep_times)
+        s->checkout_ns = clock_now_ns();
+    pool->checkouts++;
+    lease->resource = s->resource;
+    lease->private_.pool = pool;
+    lease->private_.slot = index;
+    lease->private_.generation = s->generation;
+}
+
+/* Take an idle resource for the calling thread: expired ones are destroyed,
+ * validate() (where due) runs without the lock. Returns NO_SLOT when the one
+ * taken turned out unusable (the caller loops); the lock may have been
+ * released and retaken in between. */
+static uint32_t take_idle(respool_t *pool)
+{
+    uint32_t index = idle_take(pool);
+    slot_t *s = slot_at(pool, index);
+    pool->busy++;
+    s->state = SLOT_CHECKING;
+    int64_t now = pool->keep_times ? clock_now_ns() : 0;
+    if (s->expires_ns && now >= s->expires_ns) {
+        pool->expired++;
+        slot_doom(pool, index);
+        plan_creates(pool);
+        return NO_SLOT;
+    }
+    const respool_factory_t *f = &pool->factory;
+    if (f->validate && (pool->config.validate_idle_ms == 0 ||
+                        now - s->verified_ns >= ms_to_ns(pool->config.validate_idle_ms))) {
+        void *resource = s->resource;
+        pthread_mutex_unlock(&pool->lock);
+        bool usable = f->validate(f->ctx, resource);
+        pthread_mutex_lock(&pool->lock);
+        if (!usable) {
+            pool->validate_failures++;
+            slot_doom(pool, index);
+            plan_creates(pool);
+            shutdown_progress(pool);
+            return NO_SLOT;
+        }
+        s->verified_ns = now;
+    }
+    return index;
+}
+
+static void record_wait(respool_t *pool, const waiter_t *w)
+{
+    uint64_t waited = (uint64_t)(clock_now_ns() - w->enqueued_ns);
+    pool->waits++;
+    pool->wait_ns_total += waited;
+    if (waited > pool->wait_ns_max)
+        pool->wait_ns_max = waited;
+}
+
+int respool_checkout(respool_t *pool, long timeout_ms, respool_lease_t *lease)
+{
+    if (!pool || !lease)
+        return RESPOOL_EINVAL;
+    lease->resource = NULL;
+    pthread_mutex_lock(&pool->lock);
+    if (pool->shutting_down) {
+        pthread_mutex_unlock(&pool->lock);
+        return RESPOOL_ESHUTDOWN;
+    }
+
+    waiter_t w;
+    bool queued_once = false; /* w is initialised (and may be in the queue) */
+    int rc;
+    uint32_t index;
+    for (;;) {
+        if (queued_once && w.outcome != WAITER_PENDING) {
+            rc = w.outcome;
+            index = w.slot;
+            break;
+        }
+        /* An idle resource may be taken by a thread not yet queued when
+         * nobody waits or the longest waiter is within the fairness bound
+         * (barging), and by a queued thread when it is first in line. */
+        bool may_take;
+        if (pool->idle == 0)
+            may_take = false;
+        else if (queued_once)
+            may_take = pool->waiters.head == &w;
+        else
+            may_take = pool->waiters.count == 0 ||
+                       !waiters_head_starving(pool, clock_now_ns());
+        if (may_take) {
+            if (queued_once)
+                waiter_dequeue(pool, &w);
+            index = take_idle(pool);
+            if (index != NO_SLOT) {
+                rc = RESPOOL_OK;
+                if (queued_once)
+                    waiters_kick(pool); /* more idle? wake the next in line */
+                break;
+            }
+            if (queued_once && w.outcome == WAITER_PENDING)
+                waiter_enqueue_front(pool, &w); /* keeps its place */
+            continue;
+        }
+
+        if (!queued_once) {
+            if (pool->shutting_down) {
+                rc = RESPOOL_ESHUTDOWN;
+                break;
+            }
+            if (timeout_ms == 0 && !has_room(pool)) {
+                pool->timeouts++;
+                rc = RESPOOL_EFULL;
+                break;
+            }
+            if (timeout_ms == 0 && pool->consecutive_failures > 0) {
+                rc = RESPOOL_EFACTORY; /* the factory is failing: no create to wait for */
+                break;
+            }
+            /* Start waiting. */
+            int64_t now = clock_now_ns();
+            w.enqueued_ns = now;
+            w.deadline_ns = timeout_ms > 0 ? deadline_after_ms(now, timeout_ms) : NO_DEADLINE;
+            w.slot = NO_SLOT;
+            w.outcome = WAITER_PENDING;
+            w.zero_timeout = timeout_ms == 0;
+            w.signalled = false;
+            pthread_cond_init(&w.wake, &pool->monotonic_condattr);
+            waiter_enqueue(pool, &w);
+            queued_once = true;
+            plan_creates(pool); /* a create() for this checkout, if there is room */
+            continue;
+        }
+
+        if (w.deadline_ns != NO_DEADLINE && clock_now_ns() >= w.deadline_ns) {
+            waiter_dequeue(pool, &w);
+            waiters_kick(pool); /* it may have been the one woken for an idle resource */
+            pool->timeouts++;
+            rc = RESPOOL_ETIMEDOUT;
+            break;
+        }
+        if (w.deadline_ns == NO_DEADLINE) {
+            pthread_cond_wait(&w.wake, &pool->lock);
+        } else {
+            struct timespec until = timespec_from_ns(w.deadline_ns);
+            pthread_cond_timedwait(&w.wake, &pool->lock, &until);
+        }
+        w.signalled = false;
+    }
+
+    if (queued_once) {
+        if (w.outcome == RESPOOL_ETIMEDOUT || w.outcome == RESPOOL_EFULL)
+            pool->timeouts++; /* completed so by a hand-off or the planner */
+        record_wait(pool, &w);
+        pthread_cond_destroy(&w.wake);
+    }
+    if (rc == RESPOOL_OK)
+        lease_issue(pool, index, lease);
+    pthread_mutex_unlock(&pool->lock);
+    return rc;
+}
+
+/* ---- checkin and destroyed --------------------------------------------- */
+
+int respool_checkin(respool_t *pool, respool_lease_t *lease)
+{
+    if (!pool || !lease)
+        return RESPOOL_EINVAL;
+    pthread_mutex_lock(&pool->lock);
+    slot_t *s = lease_slot(pool, lease);
+    if (!s) {
+        pthread_mutex_unlock(&pool->lock);
+        return RESPOOL_EINVAL;
+    }
+    uint32_t index = lease->private_.slot;
+    s->generation++; /* from here the lease is stale: a second checkin fails */
+    s->state = SLOT_CHECKING;
+    const respool_factory_t *f = &pool->factory;
+    if (f->reset && !pool->shutting_down) {
+        void *resource = s->resource;
+        pthread_mutex_unlock(&pool->lock);
+        bool reusable = f->reset(f->ctx, resource);
+        pthread_mutex_lock(&pool->lock);
+        if (!reusable) {
+            pool->reset_failures++;
+            slot_doom(pool, index);
+            plan_creates(pool);
+            shutdown_progress(pool);
+            pthread_mutex_unlock(&pool->lock);
+            lease->resource = NULL;
+            return RESPOOL_OK;
+        }
+    }
+    route_resource(pool, index, false);
+    pthread_mutex_unlock(&pool->lock);
+    lease->resource = NULL;
+    return RESPOOL_OK;
+}
+
+int respool_destroyed(respool_t *pool, respool_lease_t *lease)
+{
+    if (!pool || !lease)
+        return RESPOOL_EINVAL;
+    pthread_mutex_lock(&pool->lock);
+    slot_t *s = lease_slot(pool, lease);
+    if (!s) {
+        pthread_mutex_unlock(&pool->lock);
+        return RESPOOL_EINVAL;
+    }
+    s->generation++;
+    pool->reported_broken++;
+    slot_doom(pool, lease->private_.slot);
+    plan_creates(pool); /* the replacement rule */
+    shutdown_progress(pool);
+    pthread_mutex_unlock(&pool->lock);
+    lease->resource = NULL;
+    return RESPOOL_OK;
+}
+
+/* ---- resize ------------------------------------------------------------- */
+
+int respool_resize(respool_t *pool, unsigned size, unsigned max_overflow)
+{
+    uint64_t capacity = (uint64_t)size + max_overflow;
+    if (!pool || capacity == 0 || capacity > RESPOOL_MAX_RESOURCES)
+        return RESPOOL_EINVAL;
+    pthread_mutex_lock(&pool->lock);
+    if (pool->shutting_down) {
+        pthread_mutex_unlock(&pool->lock);
+        return RESPOOL_ESHUTDOWN;
+    }
+    pool->config.size = size;
+    pool->config.max_overflow = max_overflow;
+    /* Idle resources beyond the new size are overflow: dismissed now, or
+     * reaped by the manager after overflow_idle_ms. Oldest first. */
+    if (pool->config.overflow_idle_ms == 0) {
+        while (pool->idle > 0 && pool->idle + pool->busy > size) {
+            pool->dismissed++;
+            slot_doom(pool, pool->idle_tail);
+        }
+    } else {
+        manager_notify(pool);
+    }
+    plan_creates(pool); /* growth; fewer planned creates after a shrink */
+    pthread_mutex_unlock(&pool->lock);
+    return RESPOOL_OK;
+}
+
+/* ---- shutdown and free ---------------------------------------------------- */
+
+int respool_shutdown(respool_t *pool, long timeout_ms)
+{
+    if (!pool)
+        return RESPOOL_EINVAL;
+    int64_t deadline = timeout_ms < 0 ? NO_DEADLINE : deadline_after_ms(clock_now_ns(), timeout_ms);
+    pthread_mutex_lock(&pool->lock);
+    if (pool->shutdown_done) {
+        pthread_mutex_unlock(&pool->lock);
+        return RESPOOL_OK;
+    }
+    if (!pool->shutting_down) {
+        pool->shutting_down = true;
+        /* No new resources: drop the planned creates, destroy the idle. */
+        pool->creating -= pool->create_jobs;
+        pool->create_jobs = 0;
+        while (pool->idle > 0)
+            slot_doom(pool, pool->idle_tail);
+        /* A checkout with timeout 0 waits only for its own create(). */
+        waiters_fail(pool, RESPOOL_ESHUTDOWN, true);
+        shutdown_progress(pool);
+    }
+    int rc;
+    pool->settle_waiters++;
+    for (;;) {
+        bool outstanding = pool->busy > 0 || pool->creating > 0;
+        if (!outstanding && pool->doomed == 0 && pool->idle == 0) {
+            pool->shutdown_done = true;
+            rc = RESPOOL_OK;
+            break;
+        }
+        /* The deadline bounds the wait for leases and creates; destroys of
+         * our own resources are always waited for. */
+        if (outstanding && deadline != NO_DEADLINE && clock_now_ns() >= deadline) {
+            waiters_fail(pool, RESPOOL_ESHUTDOWN, false);
+            rc = RESPOOL_EBUSY;
+            break;
+        }
+        if (outstanding && deadline != NO_DEADLINE) {
+            struct timespec until = timespec_from_ns(deadline);
+            pthread_cond_timedwait(&pool->settled, &pool->lock, &until);
+        } else {
+            pthread_cond_wait(&pool->settled, &pool->lock);
+        }
+    }
+    pool->settle_waiters--;
+    pthread_mutex_unlock(&pool->lock);
+    return rc;
+}
+
+void respool_free(respool_t *pool)
+{
+    if (!pool)
+        return;
+    respool_shutdown(pool, -1);
+    manager_stop(pool);
+    pool_release_memory(pool);
+}
+
+/* ---- transaction ---------------------------------------------------------- */
+
+int respool_transaction(respool_t *pool, long timeout_ms, respool_work_fn work, void *arg)
+{
+    if (!pool || !work)
+        return RESPOOL_EINVAL;
+    respool_lease_t lease;
+    int rc = respool_checkout(pool, timeout_ms, &lease);
+    if (rc != RESPOOL_OK)
+        return rc;
+    if (work(lease.resource, arg) == RESPOOL_BROKEN)
+        respool_destroyed(pool, &lease);
+    else
+        respool_checkin(pool, &lease);
+    return RESPOOL_OK;
+}

@@ -40,14 +40,13 @@ typedef enum {
     SLOT_DESTROYING, /* destroy() is running on the manager thread            */
 } slot_state_t;
 
-/* One resource's record. Links are slot indices: `newer`/`older` chain the
- * idle list (head = most recently idled); `older` alone chains the free list
- * and the doomed list. */
+/* One resource's record. `next` chains the free list and the doomed list;
+ * idle slots are named by the idle ring instead. */
 typedef struct slot {
     void *resource;
     uint32_t generation; /* +1 at each checkout and each return: a lease is
                             valid only while its generation is current       */
-    uint32_t newer, older;
+    uint32_t next;
     uint8_t state;         /* slot_state_t */
     bool leak_reported;    /* this checkout was already reported as a leak  */
     int64_t expires_ns;    /* end of life (max_lifetime_ms), 0 = never      */
@@ -82,6 +81,11 @@ typedef struct waiter_queue {
 struct respool {
     pthread_mutex_t lock;
 
+    /* The fast paths are allowed (no clock, no callback, no shutdown):
+     * set at create from the config, cleared when shutdown begins. */
+    bool fast_checkout; /* no validate(), no timestamps                     */
+    bool fast_checkin;  /* no reset(), no timestamps                        */
+
     /* Configuration (copied at create; size and max_overflow change with
      * respool_resize under the lock; the rest is read-only after create). */
     respool_config_t config;
@@ -90,13 +94,20 @@ struct respool {
     bool keep_times;      /* some feature needs timestamps on the fast path */
 
     /* Slot table. Invariants: slot_count = chunk_count * SLOT_CHUNK_SIZE;
-     * every slot is in exactly one place: the free list, the idle list, the
+     * every slot is in exactly one place: the free list, the idle ring, the
      * doomed list, or out (BUSY/CHECKING/CREATING/DESTROYING). */
     slot_t **chunks;
     uint32_t chunk_count, chunk_capacity, slot_count;
-    uint32_t free_head;             /* free list (via `older`)             */
-    uint32_t idle_head, idle_tail;  /* idle list: head newest, tail oldest */
-    uint32_t doomed_head;           /* doomed list (via `older`)           */
+    uint32_t free_head;             /* free list (via `next`)              */
+    uint32_t doomed_head;           /* doomed list (via `next`)            */
+
+    /* The idle ring: slot indices in the order they became idle, oldest at
+     * idle_ring[idle_oldest], `idle` of them. LIFO takes the newest end,
+     * FIFO the oldest; the reaper and sweeps work from the oldest end.
+     * Capacity is a power of two >= slot_count, so it never overflows. */
+    uint32_t *idle_ring;
+    uint32_t idle_mask;             /* capacity - 1                        */
+    uint32_t idle_oldest;
 
     /* Counts. live = idle + busy. Invariants: idle = length of the idle
      * list; busy = slots BUSY or CHECKING; doomed = slots DOOMED or
@@ -149,16 +160,69 @@ int64_t clock_now_ns(void);
 struct timespec timespec_from_ns(int64_t ns);
 int64_t deadline_after_ms(int64_t now_ns, long timeout_ms);
 
-/* ---- slots.c ---- */
-slot_t *slot_at(const respool_t *pool, uint32_t index);
+/* ---- slots.c (the O(1) pieces inline: they are the fast path) ---- */
+static inline slot_t *slot_at(const respool_t *pool, uint32_t index)
+{
+    return &pool->chunks[index >> SLOT_CHUNK_SHIFT][index & (SLOT_CHUNK_SIZE - 1)];
+}
+
+/* The slot a lease names, or NULL if the lease is not a current lease of
+ * this pool: foreign, stale (already returned), doubled, or altered. */
+static inline slot_t *lease_slot(const respool_t *pool, const respool_lease_t *lease)
+{
+    if (lease->private_.pool != pool || lease->private_.slot >= pool->slot_count)
+        return NULL;
+    slot_t *s = slot_at(pool, lease->private_.slot);
+    if (s->state != SLOT_BUSY || s->generation != lease->private_.generation ||
+        s->resource != lease->resource)
+        return NULL;
+    return s;
+}
+
+static inline void idle_push_newest(respool_t *pool, uint32_t index)
+{
+    slot_at(pool, index)->state = SLOT_IDLE;
+    pool->idle_ring[(pool->idle_oldest + pool->idle) & pool->idle_mask] = index;
+    pool->idle++;
+}
+
+static inline void idle_push_oldest(respool_t *pool, uint32_t index)
+{
+    slot_at(pool, index)->state = SLOT_IDLE;
+    pool->idle_oldest = (pool->idle_oldest - 1) & pool->idle_mask;
+    pool->idle_ring[pool->idle_oldest] = index;
+    pool->idle++;
+}
+
+/* Take from the oldest end (idle > 0). */
+static inline uint32_t idle_take_oldest(respool_t *pool)
+{
+    uint32_t index = pool->idle_ring[pool->idle_oldest];
+    pool->idle_oldest = (pool->idle_oldest + 1) & pool->idle_mask;
+    pool->idle--;
+    return index;
+}
+
+/* Take the idle resource the strategy names (idle > 0). */
+static inline uint32_t idle_take(respool_t *pool)
+{
+    if (pool->config.strategy == RESPOOL_FIFO)
+        return idle_take_oldest(pool);
+    pool->idle--;
+    return pool->idle_ring[(pool->idle_oldest + pool->idle) & pool->idle_mask];
+}
+
+/* The k-th idle slot from the oldest end (k < idle). */
+static inline uint32_t idle_at(const respool_t *pool, uint32_t k)
+{
+    return pool->idle_ring[(pool->idle_oldest + k) & pool->idle_mask];
+}
+
 int slot_reserve(respool_t *pool, uint32_t *index);
 void slot_release(respool_t *pool, uint32_t index);
-void idle_push_newest(respool_t *pool, uint32_t index);
-void idle_push_oldest(respool_t *pool, uint32_t index);
-uint32_t idle_take(respool_t *pool);
-void idle_remove(respool_t *pool, uint32_t index);
+unsigned idle_extract(respool_t *pool, bool (*pick)(const slot_t *slot, int64_t arg),
+                      int64_t arg, uint32_t *out, unsigned max);
 void slot_doom(respool_t *pool, uint32_t index);
-slot_t *lease_slot(const respool_t *pool, const respool_lease_t *lease);
 
 /* ---- waiters.c ---- */
 void waiter_enqueue(respool_t *pool, waiter_t *waiter);

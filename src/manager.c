@@ -218,7 +218,7 @@ static void destroy_one(respool_t *pool)
 {
     uint32_t index = pool->doomed_head;
     slot_t *s = slot_at(pool, index);
-    pool->doomed_head = s->older;
+    pool->doomed_head = s->next;
     s->state = SLOT_DESTROYING;
     void *resource = s->resource;
     const respool_factory_t *f = &pool->factory;
@@ -244,11 +244,11 @@ static int64_t reap_overflow(respool_t *pool, int64_t now)
 {
     int64_t linger = (int64_t)pool->config.overflow_idle_ms * 1000000;
     while (linger > 0 && pool->idle > 0 && pool->idle + pool->busy > pool->config.size) {
-        slot_t *oldest = slot_at(pool, pool->idle_tail);
+        slot_t *oldest = slot_at(pool, idle_at(pool, 0));
         if (now - oldest->idle_since_ns < linger)
             return oldest->idle_since_ns + linger;
         pool->dismissed++;
-        slot_doom(pool, pool->idle_tail);
+        slot_doom(pool, idle_take_oldest(pool));
     }
     return NO_DEADLINE;
 }
@@ -274,58 +274,62 @@ static int64_t sweep_period_ns(const respool_t *pool)
     return period;
 }
 
+static bool is_expired(const slot_t *s, int64_t now)
+{
+    return s->expires_ns && now >= s->expires_ns;
+}
+
+static bool is_due_for_keepalive(const slot_t *s, int64_t due_before)
+{
+    return s->verified_ns <= due_before;
+}
+
 /* Destroy idle resources past their lifetime. */
 static void sweep_lifetimes(respool_t *pool, int64_t now)
 {
-    bool any = false;
-    for (uint32_t i = pool->idle_tail; i != NO_SLOT;) {
-        slot_t *s = slot_at(pool, i);
-        uint32_t newer = s->newer;
-        if (s->expires_ns && now >= s->expires_ns) {
+    uint32_t batch[64];
+    unsigned n, total = 0;
+    do {
+        n = idle_extract(pool, is_expired, now, batch, 64);
+        for (unsigned k = 0; k < n; k++) {
+            slot_at(pool, batch[k])->state = SLOT_CHECKING; /* out of the ring */
+            pool->busy++;
             pool->expired++;
-            slot_doom(pool, i);
-            any = true;
+            slot_doom(pool, batch[k]);
         }
-        i = newer;
-    }
-    if (any)
+        total += n;
+    } while (n == 64);
+    if (total)
         plan_creates(pool);
 }
 
 /* Validate idle resources not known good for keepalive_ms, a batch at a
- * time, without the lock. Healthy ones go back (oldest end, keeping their
- * idle age); broken ones are destroyed and replaced. */
+ * time, without the lock. Healthy ones go back at the oldest end, keeping
+ * their idle age; broken ones are destroyed and replaced. */
 static void sweep_keepalive(respool_t *pool, int64_t now)
 {
-    int64_t period = (int64_t)pool->config.keepalive_ms * 1000000;
+    int64_t due_before = now - (int64_t)pool->config.keepalive_ms * 1000000;
     uint32_t batch[KEEPALIVE_BATCH];
     unsigned n;
     do {
-        n = 0;
-        for (uint32_t i = pool->idle_tail; i != NO_SLOT && n < KEEPALIVE_BATCH;) {
-            slot_t *s = slot_at(pool, i);
-            uint32_t newer = s->newer;
-            if (now - s->verified_ns >= period) {
-                idle_remove(pool, i);
-                s->state = SLOT_CHECKING;
-                pool->busy++;
-                batch[n++] = i;
-            }
-            i = newer;
-        }
+        n = idle_extract(pool, is_due_for_keepalive, due_before, batch, KEEPALIVE_BATCH);
         if (n == 0)
             return;
         const respool_factory_t *f = &pool->factory;
         bool usable[KEEPALIVE_BATCH];
         void *resources[KEEPALIVE_BATCH];
-        for (unsigned k = 0; k < n; k++)
-            resources[k] = slot_at(pool, batch[k])->resource;
+        for (unsigned k = 0; k < n; k++) {
+            slot_t *s = slot_at(pool, batch[k]);
+            s->state = SLOT_CHECKING;
+            pool->busy++;
+            resources[k] = s->resource;
+        }
         pthread_mutex_unlock(&pool->lock);
         for (unsigned k = 0; k < n; k++)
             usable[k] = f->validate(f->ctx, resources[k]);
         pthread_mutex_lock(&pool->lock);
-        now = clock_now_ns();
-        for (unsigned k = 0; k < n; k++) {
+        int64_t checked = clock_now_ns();
+        for (unsigned k = n; k-- > 0;) { /* back in their old order */
             slot_t *s = slot_at(pool, batch[k]);
             if (!usable[k]) {
                 pool->validate_failures++;
@@ -333,7 +337,7 @@ static void sweep_keepalive(respool_t *pool, int64_t now)
             } else if (pool->shutting_down || pool->waiters.count) {
                 route_resource(pool, batch[k], false);
             } else {
-                s->verified_ns = now;
+                s->verified_ns = checked;
                 pool->busy--;
                 idle_push_oldest(pool, batch[k]);
             }

@@ -82,6 +82,7 @@ static void pool_release_memory(respool_t *pool)
     for (uint32_t c = 0; c < pool->chunk_count; c++)
         free(pool->chunks[c]);
     free(pool->chunks);
+    free(pool->idle_ring);
     free(pool->helpers);
     pthread_cond_destroy(&pool->manager_wake);
     pthread_cond_destroy(&pool->helper_wake);
@@ -118,7 +119,9 @@ int respool_create(respool_t **out, const respool_config_t *cfg, const respool_f
                        config.overflow_idle_ms > 0 || config.max_lifetime_ms > 0 ||
                        (factory->validate && config.keepalive_ms > 0) ||
                        config.leak_threshold_ms > 0;
-    pool->free_head = pool->idle_head = pool->idle_tail = pool->doomed_head = NO_SLOT;
+    pool->fast_checkout = !factory->validate && !pool->keep_times;
+    pool->fast_checkin = !factory->reset && !pool->keep_times;
+    pool->free_head = pool->doomed_head = NO_SLOT;
     pool->retry_delay_ns = ms_to_ns(config.retry_initial_ms);
     pool->random_state = (uint64_t)clock_now_ns() ^ (uint64_t)(uintptr_t)pool;
     if (pool->random_state == 0)
@@ -308,12 +311,10 @@ static void record_wait(respool_t *pool, const waiter_t *w)
         pool->wait_ns_max = waited;
 }
 
-int respool_checkout(respool_t *pool, long timeout_ms, respool_lease_t *lease)
+/* Everything but the fast path: waiting, validation, timestamps, shutdown.
+ * Called with the lock held; returns with it released. */
+__attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long timeout_ms, respool_lease_t *lease)
 {
-    if (!pool || !lease)
-        return RESPOOL_EINVAL;
-    lease->resource = NULL;
-    pthread_mutex_lock(&pool->lock);
     if (pool->shutting_down) {
         pthread_mutex_unlock(&pool->lock);
         return RESPOOL_ESHUTDOWN;
@@ -412,20 +413,37 @@ int respool_checkout(respool_t *pool, long timeout_ms, respool_lease_t *lease)
     return rc;
 }
 
-/* ---- checkin and destroyed --------------------------------------------- */
-
-int respool_checkin(respool_t *pool, respool_lease_t *lease)
+/* The fast path: an idle resource, nobody waiting, nothing to check. */
+int respool_checkout(respool_t *pool, long timeout_ms, respool_lease_t *lease)
 {
     if (!pool || !lease)
         return RESPOOL_EINVAL;
+    lease->resource = NULL;
     pthread_mutex_lock(&pool->lock);
-    slot_t *s = lease_slot(pool, lease);
-    if (!s) {
-        pthread_mutex_unlock(&pool->lock);
-        return RESPOOL_EINVAL;
-    }
+    if (!(pool->idle > 0 && pool->waiters.count == 0 && pool->fast_checkout))
+        return checkout_slow(pool, timeout_ms, lease);
+    uint32_t index = idle_take(pool);
+    slot_t *s = slot_at(pool, index);
+    s->state = SLOT_BUSY;
+    uint32_t generation = ++s->generation;
+    void *resource = s->resource;
+    pool->busy++;
+    pool->checkouts++;
+    pthread_mutex_unlock(&pool->lock);
+    lease->resource = resource;
+    lease->private_.pool = pool;
+    lease->private_.slot = index;
+    lease->private_.generation = generation;
+    return RESPOOL_OK;
+}
+
+/* ---- checkin and destroyed --------------------------------------------- */
+
+/* Everything but the fast path: reset(), waiters, dismissal, shutdown. Lock
+ * held on entry, released on return. */
+__attribute__((noinline, cold)) static int checkin_slow(respool_t *pool, slot_t *s, respool_lease_t *lease)
+{
     uint32_t index = lease->private_.slot;
-    s->generation++; /* from here the lease is stale: a second checkin fails */
     s->state = SLOT_CHECKING;
     const respool_factory_t *f = &pool->factory;
     if (f->reset && !pool->shutting_down) {
@@ -444,6 +462,29 @@ int respool_checkin(respool_t *pool, respool_lease_t *lease)
         }
     }
     route_resource(pool, index, false);
+    pthread_mutex_unlock(&pool->lock);
+    lease->resource = NULL;
+    return RESPOOL_OK;
+}
+
+/* The fast path: a valid lease, nobody waiting, not overflow, nothing to
+ * reset or time: the resource goes straight back to the idle ring. */
+int respool_checkin(respool_t *pool, respool_lease_t *lease)
+{
+    if (!pool || !lease)
+        return RESPOOL_EINVAL;
+    pthread_mutex_lock(&pool->lock);
+    slot_t *s = lease_slot(pool, lease);
+    if (!s) {
+        pthread_mutex_unlock(&pool->lock);
+        return RESPOOL_EINVAL;
+    }
+    s->generation++; /* from here the lease is stale: a second checkin fails */
+    if (!(pool->fast_checkin && pool->waiters.count == 0 &&
+          pool->idle + pool->busy <= pool->config.size))
+        return checkin_slow(pool, s, lease);
+    pool->busy--;
+    idle_push_newest(pool, lease->private_.slot);
     pthread_mutex_unlock(&pool->lock);
     lease->resource = NULL;
     return RESPOOL_OK;
@@ -488,7 +529,7 @@ int respool_resize(respool_t *pool, unsigned size, unsigned max_overflow)
     if (pool->config.overflow_idle_ms == 0) {
         while (pool->idle > 0 && pool->idle + pool->busy > size) {
             pool->dismissed++;
-            slot_doom(pool, pool->idle_tail);
+            slot_doom(pool, idle_take_oldest(pool));
         }
     } else {
         manager_notify(pool);
@@ -512,11 +553,12 @@ int respool_shutdown(respool_t *pool, long timeout_ms)
     }
     if (!pool->shutting_down) {
         pool->shutting_down = true;
+        pool->fast_checkout = pool->fast_checkin = false;
         /* No new resources: drop the planned creates, destroy the idle. */
         pool->creating -= pool->create_jobs;
         pool->create_jobs = 0;
         while (pool->idle > 0)
-            slot_doom(pool, pool->idle_tail);
+            slot_doom(pool, idle_take_oldest(pool));
         /* A checkout with timeout 0 waits only for its own create(). */
         waiters_fail(pool, RESPOOL_ESHUTDOWN, true);
         shutdown_progress(pool);

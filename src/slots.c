@@ -1,19 +1,38 @@
 /*
- * slots.c — the slot table (one record per resource) and the idle list.
+ * slots.c — the slot table (one record per resource) and the idle ring.
  *
  * A slot is reserved before create() runs and freed after destroy() has
  * returned, so every created resource has a record until it is gone. Slots
  * are allocated in chunks that never move or shrink: a lease names its slot
- * by index, and a stale index can always be looked up safely. Every function
- * here is O(1) and runs with the pool lock held.
+ * by index, and a stale index can always be looked up safely. The O(1)
+ * pieces used by checkout and checkin are inline in internal.h. Everything
+ * here runs with the pool lock held.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
-slot_t *slot_at(const respool_t *pool, uint32_t index)
+/* Make the idle ring hold at least `capacity` indices (a power of two),
+ * keeping its order. */
+static int idle_ring_reserve(respool_t *pool, uint32_t capacity)
 {
-    return &pool->chunks[index >> SLOT_CHUNK_SHIFT][index & (SLOT_CHUNK_SIZE - 1)];
+    uint32_t old_capacity = pool->idle_ring ? pool->idle_mask + 1 : 0;
+    if (capacity <= old_capacity)
+        return RESPOOL_OK;
+    uint32_t size = old_capacity ? old_capacity : 1;
+    while (size < capacity)
+        size *= 2;
+    uint32_t *ring = malloc((size_t)size * sizeof *ring);
+    if (!ring)
+        return RESPOOL_ENOMEM;
+    for (uint32_t k = 0; k < pool->idle; k++)
+        ring[k] = idle_at(pool, k);
+    free(pool->idle_ring);
+    pool->idle_ring = ring;
+    pool->idle_mask = size - 1;
+    pool->idle_oldest = 0;
+    return RESPOOL_OK;
 }
 
 /* Add one chunk of free slots. The only allocation the table makes; it runs
@@ -29,6 +48,8 @@ static int slots_grow(respool_t *pool)
         pool->chunks = chunks;
         pool->chunk_capacity = capacity;
     }
+    if (idle_ring_reserve(pool, pool->slot_count + SLOT_CHUNK_SIZE) != RESPOOL_OK)
+        return RESPOOL_ENOMEM;
     slot_t *chunk = calloc(SLOT_CHUNK_SIZE, sizeof *chunk);
     if (!chunk)
         return RESPOOL_ENOMEM;
@@ -38,7 +59,7 @@ static int slots_grow(respool_t *pool)
     /* Link the new slots onto the free list, lowest index first. */
     for (uint32_t i = SLOT_CHUNK_SIZE; i-- > 0;) {
         chunk[i].state = SLOT_FREE;
-        chunk[i].older = pool->free_head;
+        chunk[i].next = pool->free_head;
         pool->free_head = first + i;
     }
     return RESPOOL_OK;
@@ -54,10 +75,10 @@ int slot_reserve(respool_t *pool, uint32_t *index)
     }
     uint32_t i = pool->free_head;
     slot_t *s = slot_at(pool, i);
-    pool->free_head = s->older;
+    pool->free_head = s->next;
     s->state = SLOT_CREATING;
     s->resource = NULL;
-    s->newer = s->older = NO_SLOT;
+    s->next = NO_SLOT;
     s->leak_reported = false;
     s->expires_ns = s->idle_since_ns = s->verified_ns = s->checkout_ns = 0;
     *index = i;
@@ -71,91 +92,40 @@ void slot_release(respool_t *pool, uint32_t index)
     slot_t *s = slot_at(pool, index);
     s->state = SLOT_FREE;
     s->resource = NULL;
-    s->newer = NO_SLOT;
-    s->older = pool->free_head;
+    s->next = pool->free_head;
     pool->free_head = index;
 }
 
-/* The idle list is ordered by when resources became idle: the head is the
- * newest, the tail the oldest. LIFO takes the head, FIFO the tail; the
- * reaper and keepalive look at the tail. */
-void idle_push_newest(respool_t *pool, uint32_t index)
+/* Take out of the idle ring, oldest first, up to `max` slots that `pick`
+ * chooses, writing their indices to `out`; the rest keep their order.
+ * O(idle): for the manager's sweeps, never the fast path. */
+unsigned idle_extract(respool_t *pool, bool (*pick)(const slot_t *slot, int64_t arg),
+                      int64_t arg, uint32_t *out, unsigned max)
 {
-    slot_t *s = slot_at(pool, index);
-    s->state = SLOT_IDLE;
-    s->newer = NO_SLOT;
-    s->older = pool->idle_head;
-    if (pool->idle_head != NO_SLOT)
-        slot_at(pool, pool->idle_head)->newer = index;
-    else
-        pool->idle_tail = index;
-    pool->idle_head = index;
-    pool->idle++;
+    unsigned taken = 0;
+    uint32_t kept = 0, count = pool->idle;
+    for (uint32_t k = 0; k < count; k++) {
+        uint32_t index = idle_at(pool, k);
+        if (taken < max && pick(slot_at(pool, index), arg))
+            out[taken++] = index;
+        else
+            pool->idle_ring[(pool->idle_oldest + kept++) & pool->idle_mask] = index;
+    }
+    pool->idle = kept;
+    return taken;
 }
 
-void idle_push_oldest(respool_t *pool, uint32_t index)
-{
-    slot_t *s = slot_at(pool, index);
-    s->state = SLOT_IDLE;
-    s->older = NO_SLOT;
-    s->newer = pool->idle_tail;
-    if (pool->idle_tail != NO_SLOT)
-        slot_at(pool, pool->idle_tail)->older = index;
-    else
-        pool->idle_head = index;
-    pool->idle_tail = index;
-    pool->idle++;
-}
-
-void idle_remove(respool_t *pool, uint32_t index)
-{
-    slot_t *s = slot_at(pool, index);
-    if (s->newer != NO_SLOT)
-        slot_at(pool, s->newer)->older = s->older;
-    else
-        pool->idle_head = s->older;
-    if (s->older != NO_SLOT)
-        slot_at(pool, s->older)->newer = s->newer;
-    else
-        pool->idle_tail = s->newer;
-    s->newer = s->older = NO_SLOT;
-    pool->idle--;
-}
-
-/* Take the idle resource the strategy names; the caller checks idle > 0. */
-uint32_t idle_take(respool_t *pool)
-{
-    uint32_t index = pool->config.strategy == RESPOOL_FIFO ? pool->idle_tail : pool->idle_head;
-    idle_remove(pool, index);
-    return index;
-}
-
-/* Condemn a resource that is out of the pool (busy or being checked) or
- * idle: it leaves the live count and waits on the doomed list for the
- * manager's destroy(). */
+/* Condemn a resource that is out of the pool (busy or being checked; idle
+ * ones are taken out of the ring first): it leaves the live count and waits
+ * on the doomed list for the manager's destroy(). */
 void slot_doom(respool_t *pool, uint32_t index)
 {
     slot_t *s = slot_at(pool, index);
-    if (s->state == SLOT_IDLE)
-        idle_remove(pool, index);
-    else
+    if (s->state != SLOT_IDLE)
         pool->busy--;
     s->state = SLOT_DOOMED;
-    s->older = pool->doomed_head;
+    s->next = pool->doomed_head;
     pool->doomed_head = index;
     pool->doomed++;
     manager_notify(pool);
-}
-
-/* The slot a lease names, or NULL if the lease is not a current lease of
- * this pool: foreign, stale (already returned), doubled, or altered. */
-slot_t *lease_slot(const respool_t *pool, const respool_lease_t *lease)
-{
-    if (lease->private_.pool != pool || lease->private_.slot >= pool->slot_count)
-        return NULL;
-    slot_t *s = slot_at(pool, lease->private_.slot);
-    if (s->state != SLOT_BUSY || s->generation != lease->private_.generation ||
-        s->resource != lease->resource)
-        return NULL;
-    return s;
 }

@@ -92,9 +92,9 @@ typedef enum { RESPOOL_LIFO = 0, RESPOOL_FIFO = 1 } respool_strategy_t;
 
 /* Severity of a message given to config.log. */
 typedef enum {
-    RESPOOL_LOG_ERROR = 0, /* factory failures, leaked leases               */
-    RESPOOL_LOG_WARN = 1,  /* recoverable trouble                           */
-    RESPOOL_LOG_INFO = 2,  /* recovery after failures, shutdown milestones  */
+    RESPOOL_LOG_ERROR = 0, /* create() failures, leaked leases               */
+    RESPOOL_LOG_WARN = 1,  /* degraded but working (no helper thread could start) */
+    RESPOOL_LOG_INFO = 2,  /* create() works again after failures            */
 } respool_log_level_t;
 
 /* Receives the pool's diagnostic messages, on the thread that noticed (most
@@ -109,8 +109,9 @@ RESPOOL_API void respool_log_discard(void *log_ctx, respool_log_level_t level, c
 
 /* Pool configuration. Every field's zero value is its documented default, so
  * `respool_config_t c = {0}; c.size = 5;` is valid. Durations are in
- * milliseconds unless named otherwise; negative values are rejected with
- * RESPOOL_EINVAL except where a negative value is documented. */
+ * milliseconds unless named otherwise; negative values (except where one is
+ * documented) and values above 10^12 ms (~31 years) are rejected with
+ * RESPOOL_EINVAL. */
 typedef struct respool_config {
     unsigned size;               /* permanent resources; created before respool_create returns */
     unsigned max_overflow;       /* extra resources made on demand when none is idle */
@@ -123,13 +124,14 @@ typedef struct respool_config {
     long fairness_us;
 
     /* Most create() calls in flight at once while the factory is healthy
-     * (0 = 8; at most 256). While create() keeps failing the manager probes
+     * (0 = 16; at most 256). While create() keeps failing the manager probes
      * with one call at a time whatever this says. */
     unsigned max_creating;
 
     /* Retry of a failing create(): the delay starts at retry_initial_ms
-     * (0 = 10) and doubles up to retry_max_ms (0 = 2000), each delay drawn at
-     * random from its upper half (jitter). */
+     * (0 = 10) and doubles up to retry_max_ms (0 = 2000, or retry_initial_ms
+     * if larger), each delay drawn at random from its upper half (jitter).
+     * Both set with retry_initial_ms > retry_max_ms is RESPOOL_EINVAL. */
     long retry_initial_ms;
     long retry_max_ms;
 
@@ -142,8 +144,10 @@ typedef struct respool_config {
      * 0-10 % so a pool filled at once does not expire at once. 0 = no limit. */
     long max_lifetime_ms;
 
-    /* validate() runs at checkout on a resource idle longer than this.
-     * 0 = on every checkout of a resource that has been idle at all. */
+    /* validate() runs at checkout on an idle resource not known good (made,
+     * returned or validated) for at least this long. 0 = on every checkout
+     * from the idle list. A resource handed straight to a waiter (just made
+     * or just returned) is not validated. */
     long validate_idle_ms;
 
     /* When > 0 and validate() is given, the manager validates idle resources
@@ -190,10 +194,12 @@ RESPOOL_API int respool_create(respool_t **out, const respool_config_t *cfg,
 
 /* Check out a resource into *lease.
  * timeout_ms < 0 waits without limit; > 0 waits until that deadline
- * (CLOCK_MONOTONIC), then RESPOOL_ETIMEDOUT; == 0 never waits for another
- * holder: RESPOOL_EFULL at once when nothing is idle and there is no room,
- * else it waits for the one create() made for it (RESPOOL_EFACTORY if that
- * fails or the factory is in its retry backoff).
+ * (CLOCK_MONOTONIC, counted from the call), then RESPOOL_ETIMEDOUT; == 0
+ * never waits for another holder: RESPOOL_EFULL at once when nothing is idle
+ * for it and there is no room, else it waits in line for a create()
+ * (RESPOOL_EFACTORY if a create() fails meanwhile or the factory is in its
+ * retry backoff; RESPOOL_EFULL if the new resource went to an earlier
+ * waiter and the room is gone).
  *   RESPOOL_OK, RESPOOL_ETIMEDOUT, RESPOOL_EFULL, RESPOOL_EFACTORY,
  *   RESPOOL_ESHUTDOWN (shutdown began), RESPOOL_EINVAL (NULL argument).
  * On failure lease->resource is NULL (except for EINVAL, which changes
@@ -207,7 +213,8 @@ RESPOOL_API int respool_checkout(respool_t *pool, long timeout_ms, respool_lease
  * becomes idle (overflow beyond `size` with nobody waiting is dismissed, see
  * config.overflow_idle_ms). The lease is cleared.
  *   RESPOOL_OK, RESPOOL_EINVAL (NULL, stale, doubled or foreign lease:
- *   nothing changes). Never blocks on the factory. */
+ *   nothing changes). Blocks only for reset(); never waits for create() or
+ *   destroy(), which run on the manager side. */
 RESPOOL_API int respool_checkin(respool_t *pool, respool_lease_t *lease);
 
 /* Report a checked-out resource broken: it is given to destroy() on the
@@ -220,18 +227,20 @@ RESPOOL_API int respool_destroyed(respool_t *pool, respool_lease_t *lease);
  * manager and serves waiting checkouts; idle resources beyond the new size
  * become overflow (dismissed by the usual rule); busy ones beyond
  * size + max_overflow are destroyed when they come back.
- *   RESPOOL_OK, RESPOOL_EINVAL (0 and 0, or above RESPOOL_MAX_RESOURCES),
- *   RESPOOL_ESHUTDOWN, RESPOOL_ENOMEM. */
+ *   RESPOOL_OK, RESPOOL_EINVAL (NULL pool, 0 and 0, or above
+ *   RESPOOL_MAX_RESOURCES), RESPOOL_ESHUTDOWN. */
 RESPOOL_API int respool_resize(respool_t *pool, unsigned size, unsigned max_overflow);
 
 /* Safe shutdown. From its first instant new checkouts fail with
  * RESPOOL_ESHUTDOWN and no new resources are made; checkouts already waiting
- * are still served by resources that come back. Returns RESPOOL_OK once
- * every lease has come back and every destroy() has returned (at once when
- * no lease is out, even for timeout 0). If timeout_ms (>= 0) passes first
- * with leases or create() calls still out, the waiting checkouts fail with
- * RESPOOL_ESHUTDOWN, idle resources are destroyed and it returns
- * RESPOOL_EBUSY; a lease that comes back later is destroyed at once.
+ * are still served by resources that come back (and by create() calls
+ * already running). Returns RESPOOL_OK once every lease has come back and
+ * every destroy() has returned (at once when no lease is out, even for
+ * timeout 0: the destroys of idle resources are always waited for). If
+ * timeout_ms (>= 0) passes first with leases still out — or a create(), or
+ * the validate()/reset() of a checkout or checkin in progress — the waiting
+ * checkouts fail with RESPOOL_ESHUTDOWN, idle resources are destroyed and it
+ * returns RESPOOL_EBUSY; a lease that comes back later is destroyed at once.
  * timeout_ms < 0 waits without limit. Calling it again waits again; after
  * RESPOOL_OK it returns RESPOOL_OK at once. Must not be called from a
  * factory callback. */
@@ -277,9 +286,9 @@ typedef struct respool_stats {
     respool_state_t state;
     unsigned size, max_overflow; /* current configuration                         */
     unsigned idle;               /* made and waiting in the pool                  */
-    unsigned busy;               /* checked out (or under a keepalive check)      */
+    unsigned busy;               /* checked out, or out of the pool for validate()/reset() */
     unsigned overflow;           /* live resources beyond `size` (idle or busy)   */
-    unsigned creating;           /* create() calls in flight                      */
+    unsigned creating;           /* create() calls in flight (or planned)         */
     unsigned waiting;            /* threads blocked in respool_checkout           */
     uint64_t created, destroyed; /* factory calls that succeeded / destroy calls  */
     uint64_t checkouts;          /* successful checkouts                          */
@@ -293,7 +302,8 @@ typedef struct respool_stats {
     uint64_t reported_broken;    /* respool_destroyed() calls                     */
     uint64_t validate_failures;  /* validate() returned false                     */
     uint64_t reset_failures;     /* reset() returned false                        */
-    uint64_t dismissed;          /* overflow destroyed when idle or at checkin    */
+    uint64_t dismissed;          /* overflow destroyed when idle or at checkin,
+                                    and resources beyond capacity after a shrink */
     uint64_t expired;            /* destroyed for max_lifetime_ms                 */
     uint64_t leaks;              /* leases reported past leak_threshold_ms        */
     unsigned consecutive_create_failures; /* 0 while the factory is healthy       */
@@ -313,9 +323,10 @@ RESPOOL_API const char *respool_state_name(respool_state_t state);
 RESPOOL_API size_t respool_last_error(respool_t *pool, char *buf, size_t buflen);
 
 /* Render the stats in the Prometheus text exposition format, each metric
- * named respool_* with the label pool="<name>" (name may be NULL: "default";
- * characters other than [A-Za-z0-9_.:-] are replaced with '_'). Returns the
- * full length like snprintf; buf may be NULL when buflen is 0. */
+ * named respool_* with the label pool="<name>" (NULL or "": "default";
+ * characters other than [A-Za-z0-9_.:-] are replaced with '_'; at most 127
+ * characters are kept). Returns the full length like snprintf (0 for a NULL
+ * pool); nothing is written when buf is NULL. */
 RESPOOL_API size_t respool_stats_prometheus(respool_t *pool, const char *name,
                                             char *buf, size_t buflen);
 

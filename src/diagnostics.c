@@ -152,7 +152,7 @@ size_t respool_stats_prometheus(respool_t *pool, const char *name, char *buf, si
     if (!pool)
         return 0;
     char label[128];
-    const char *source = name ? name : "default";
+    const char *source = name && name[0] ? name : "default";
     size_t i = 0;
     for (; source[i] && i < sizeof label - 1; i++) {
         char ch = source[i];

@@ -21,6 +21,8 @@
 #include "respool.h"
 
 #define NO_SLOT UINT32_MAX
+#define RESPOOL_MAX_DURATION_MS 1000000000000L /* ~31 years: larger is absurd   */
+#define RESPOOL_MAX_CREATING 256
 #define NO_DEADLINE INT64_MAX
 
 /* Slots live in fixed chunks that never move, so a slot pointer stays valid
@@ -141,6 +143,7 @@ struct respool {
     pthread_cond_t settled;       /* creates/destroys/leases finished: respool_create, shutdown */
     pthread_t *helpers;
     unsigned helper_count;        /* started helpers                     */
+    unsigned helper_limit;        /* max_creating, lowered if a start fails */
     unsigned helpers_idle;        /* helpers waiting on helper_wake      */
     unsigned settle_waiters;      /* threads waiting on `settled`        */
     bool manager_sleeping;        /* manager waits on manager_wake       */

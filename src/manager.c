@@ -72,7 +72,7 @@ void plan_creates(respool_t *pool)
         pool->creating += (unsigned)need;
         for (int64_t i = 0; i < need && i < pool->helpers_idle; i++)
             pthread_cond_signal(&pool->helper_wake);
-        if (pool->create_jobs > pool->helpers_idle && pool->helper_count < c->max_creating)
+        if (pool->create_jobs > pool->helpers_idle && pool->helper_count < pool->helper_limit)
             manager_notify(pool); /* spawn a helper */
         if (pool->consecutive_failures > 0 && need == 0)
             manager_notify(pool); /* time the next probe */
@@ -145,11 +145,13 @@ static void finish_create(respool_t *pool, uint32_t index, bool probe, void *res
             pool->retry_delay_ns = step > max / 2 ? max : step * 2;
             report->log = true;
             report->level = RESPOOL_LOG_ERROR;
-            snprintf(report->message, sizeof report->message,
-                     "create() failed (%u in a row; %s in %lld ms): %s",
-                     pool->consecutive_failures + 1,
-                     pool->prefilling ? "giving up prefill" : "next try",
-                     pool->prefilling ? 0LL : (long long)(delay / 1000000), error);
+            if (pool->prefilling)
+                snprintf(report->message, sizeof report->message,
+                         "create() failed while prefilling; respool_create gives up: %s", error);
+            else
+                snprintf(report->message, sizeof report->message,
+                         "create() failed (%u in a row; next try in %lld ms): %s",
+                         pool->consecutive_failures + 1, (long long)(delay / 1000000), error);
         }
         pool->consecutive_failures++;
         waiters_fail(pool, RESPOOL_EFACTORY, true); /* timeout 0 waited for this one */
@@ -399,17 +401,28 @@ static void *manager_main(void *arg)
             destroy_one(pool);
             continue;
         }
-        if (pool->create_jobs > pool->helpers_idle &&
-            pool->helper_count < pool->config.max_creating && !pool->stopping) {
+        if (pool->create_jobs > pool->helpers_idle && pool->helper_count < pool->helper_limit &&
+            !pool->stopping) {
             unsigned n = pool->helper_count++;
             pthread_mutex_unlock(&pool->lock);
             int rc = pthread_create(&pool->helpers[n], NULL, helper_main, pool);
             pthread_mutex_lock(&pool->lock);
             if (rc != 0) {
+                /* Out of threads: make do with the helpers we have (or, with
+                 * none, run creates here) instead of retrying in a loop. */
                 pool->helper_count--;
-                if (pool->helper_count == 0)
-                    run_one_create(pool); /* no helper at all: do it here */
+                pool->helper_limit = pool->helper_count;
+                unsigned helpers = pool->helper_count;
+                pthread_mutex_unlock(&pool->lock);
+                pool_log(pool, RESPOOL_LOG_WARN,
+                         "could not start a create helper thread (error %d); continuing with %u",
+                         rc, helpers);
+                pthread_mutex_lock(&pool->lock);
             }
+            continue;
+        }
+        if (pool->create_jobs > 0 && pool->helper_count == 0) {
+            run_one_create(pool); /* no helper could be started: do it here */
             continue;
         }
         if (pool->stopping)

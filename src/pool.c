@@ -56,18 +56,20 @@ static int config_normalize(respool_config_t *c, const respool_factory_t *factor
         return RESPOOL_EINVAL;
     if (c->strategy != RESPOOL_LIFO && c->strategy != RESPOOL_FIFO)
         return RESPOOL_EINVAL;
-    if (c->fairness_us < RESPOOL_FAIRNESS_STRICT || c->max_creating > 256)
+    if (c->fairness_us < RESPOOL_FAIRNESS_STRICT || c->max_creating > RESPOOL_MAX_CREATING)
         return RESPOOL_EINVAL;
-    if (c->retry_initial_ms < 0 || c->retry_max_ms < 0 || c->overflow_idle_ms < 0 ||
-        c->max_lifetime_ms < 0 || c->validate_idle_ms < 0 || c->keepalive_ms < 0 ||
-        c->leak_threshold_ms < 0)
-        return RESPOOL_EINVAL;
+    const long durations[] = {c->retry_initial_ms, c->retry_max_ms,  c->overflow_idle_ms,
+                              c->max_lifetime_ms,  c->validate_idle_ms, c->keepalive_ms,
+                              c->leak_threshold_ms, c->fairness_us / 1000};
+    for (size_t i = 0; i < sizeof durations / sizeof durations[0]; i++)
+        if (durations[i] < 0 || durations[i] > RESPOOL_MAX_DURATION_MS)
+            return RESPOOL_EINVAL;
     if (c->retry_initial_ms > 0 && c->retry_max_ms > 0 && c->retry_initial_ms > c->retry_max_ms)
         return RESPOOL_EINVAL;
     if (c->fairness_us == 0)
         c->fairness_us = 1000;
     if (c->max_creating == 0)
-        c->max_creating = 8;
+        c->max_creating = 16;
     if (c->retry_initial_ms == 0)
         c->retry_initial_ms = 10;
     if (c->retry_max_ms == 0)
@@ -114,6 +116,7 @@ int respool_create(respool_t **out, const respool_config_t *cfg, const respool_f
     }
     pool->config = config;
     pool->factory = *factory;
+    pool->helper_limit = config.max_creating;
     pool->fairness_ns = config.fairness_us < 0 ? -1 : (int64_t)config.fairness_us * 1000;
     pool->keep_times = (factory->validate && config.validate_idle_ms > 0) ||
                        config.overflow_idle_ms > 0 || config.max_lifetime_ms > 0 ||
@@ -238,8 +241,10 @@ void shutdown_progress(respool_t *pool)
 {
     if (!pool->shutting_down)
         return;
-    if (pool->busy == 0 && pool->creating == 0 && pool->waiters.count)
-        waiters_fail(pool, RESPOOL_ESHUTDOWN, false);
+    /* A checkout with timeout 0 waits only for a create(), and no new one
+     * starts now; the others can still be served by returning leases. */
+    if (pool->creating == 0 && pool->waiters.count)
+        waiters_fail(pool, RESPOOL_ESHUTDOWN, pool->busy > 0);
     settled_broadcast(pool);
 }
 
@@ -319,6 +324,9 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
         pthread_mutex_unlock(&pool->lock);
         return RESPOOL_ESHUTDOWN;
     }
+    /* The deadline counts from here, before any validate() runs. */
+    int64_t deadline =
+        timeout_ms > 0 ? deadline_after_ms(clock_now_ns(), timeout_ms) : NO_DEADLINE;
 
     waiter_t w;
     bool queued_once = false; /* w is initialised (and may be in the queue) */
@@ -366,14 +374,15 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
                 rc = RESPOOL_EFULL;
                 break;
             }
-            if (timeout_ms == 0 && pool->consecutive_failures > 0) {
-                rc = RESPOOL_EFACTORY; /* the factory is failing: no create to wait for */
+            if (timeout_ms == 0 && pool->consecutive_failures > 0 && pool->creating == 0 &&
+                clock_now_ns() < pool->retry_at_ns) {
+                rc = RESPOOL_EFACTORY; /* in retry backoff: no create() to wait for */
                 break;
             }
             /* Start waiting. */
             int64_t now = clock_now_ns();
             w.enqueued_ns = now;
-            w.deadline_ns = timeout_ms > 0 ? deadline_after_ms(now, timeout_ms) : NO_DEADLINE;
+            w.deadline_ns = deadline;
             w.slot = NO_SLOT;
             w.outcome = WAITER_PENDING;
             w.zero_timeout = timeout_ms == 0;
@@ -446,7 +455,7 @@ __attribute__((noinline, cold)) static int checkin_slow(respool_t *pool, slot_t 
     uint32_t index = lease->private_.slot;
     s->state = SLOT_CHECKING;
     const respool_factory_t *f = &pool->factory;
-    if (f->reset && !pool->shutting_down) {
+    if (f->reset) {
         void *resource = s->resource;
         pthread_mutex_unlock(&pool->lock);
         bool reusable = f->reset(f->ctx, resource);
@@ -559,8 +568,6 @@ int respool_shutdown(respool_t *pool, long timeout_ms)
         pool->create_jobs = 0;
         while (pool->idle > 0)
             slot_doom(pool, idle_take_oldest(pool));
-        /* A checkout with timeout 0 waits only for its own create(). */
-        waiters_fail(pool, RESPOOL_ESHUTDOWN, true);
         shutdown_progress(pool);
     }
     int rc;

@@ -28,6 +28,11 @@ if [ "$want" = pg ] || [ "$want" = all ]; then
        ! command -v initdb >/dev/null 2>&1; then
         packages+=(postgresql)
     fi
+    # psql: scripts/pg-sandbox creates its role and database with it.
+    if ! ls /usr/lib/postgresql/*/bin/psql >/dev/null 2>&1 &&
+       ! command -v psql >/dev/null 2>&1; then
+        packages+=(postgresql-client)
+    fi
 fi
 if [ "$want" = all ]; then
     command -v clang >/dev/null 2>&1 || packages+=(clang)

@@ -28,7 +28,10 @@ LDSAN        := -fsanitize=$(SANITIZE)
 endif
 LIB_CFLAGS   := $(ALL_CFLAGS) -fPIC -fvisibility=hidden
 
-LIB_SOURCES  := $(wildcard src/*.c)
+# The core library: every src/*.c but the Postgres adapter, which is its own
+# library (librespool_pg) so the core needs nothing but pthreads.
+PG_SOURCES   := src/respool_pg.c
+LIB_SOURCES  := $(filter-out $(PG_SOURCES),$(wildcard src/*.c))
 LIB_OBJECTS  := $(LIB_SOURCES:src/%.c=$(BUILD)/obj/%.o)
 LIB_HEADERS  := $(wildcard src/*.h) include/respool.h
 STATIC_LIB   := $(BUILD)/librespool.a

@@ -116,6 +116,7 @@ struct respool {
      * DESTROYING; creating = create_jobs + slots CREATING. */
     unsigned idle, busy, doomed;
     unsigned creating;    /* create() calls planned or running          */
+    unsigned keepalive_checking; /* of busy: idle ones the manager is validating */
     unsigned create_jobs; /* planned, not yet taken by a helper          */
 
     waiter_queue_t waiters;

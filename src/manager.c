@@ -72,8 +72,9 @@ void plan_creates(respool_t *pool)
         pool->creating += (unsigned)need;
         for (int64_t i = 0; i < need && i < pool->helpers_idle; i++)
             pthread_cond_signal(&pool->helper_wake);
-        if (pool->create_jobs > pool->helpers_idle && pool->helper_count < pool->helper_limit)
-            manager_notify(pool); /* spawn a helper */
+        if (pool->create_jobs > pool->helpers_idle &&
+            (pool->helper_count < pool->helper_limit || pool->helper_count == 0))
+            manager_notify(pool); /* spawn a helper, or run it there if none can start */
         if (pool->consecutive_failures > 0 && need == 0)
             manager_notify(pool); /* time the next probe */
     }
@@ -326,17 +327,23 @@ static void sweep_keepalive(respool_t *pool, int64_t now)
             pool->busy++;
             resources[k] = s->resource;
         }
+        pool->keepalive_checking += n;
         pthread_mutex_unlock(&pool->lock);
         for (unsigned k = 0; k < n; k++)
             usable[k] = f->validate(f->ctx, resources[k]);
         pthread_mutex_lock(&pool->lock);
+        pool->keepalive_checking -= n;
         int64_t checked = clock_now_ns();
         for (unsigned k = n; k-- > 0;) { /* back in their old order */
             slot_t *s = slot_at(pool, batch[k]);
             if (!usable[k]) {
                 pool->validate_failures++;
                 slot_doom(pool, batch[k]);
-            } else if (pool->shutting_down || pool->waiters.count) {
+            } else if (pool->shutting_down || pool->waiters.count ||
+                       pool->idle + pool->busy > pool->config.size ||
+                       (s->expires_ns && checked >= s->expires_ns)) {
+                /* Shutdown, waiters, a shrink or the end of its life came
+                 * while it was checked: the usual rules decide. */
                 route_resource(pool, batch[k], false);
             } else {
                 s->verified_ns = checked;

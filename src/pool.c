@@ -334,8 +334,11 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
     uint32_t index;
     for (;;) {
         if (queued_once && w.outcome != WAITER_PENDING) {
+            /* Completed by someone else — perhaps after being woken for an
+             * idle resource it will not take: pass the wake-up on. */
             rc = w.outcome;
             index = w.slot;
+            waiters_kick(pool);
             break;
         }
         /* An idle resource may be taken by a thread not yet queued when
@@ -359,8 +362,13 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
                     waiters_kick(pool); /* more idle? wake the next in line */
                 break;
             }
-            if (queued_once && w.outcome == WAITER_PENDING)
-                waiter_enqueue_front(pool, &w); /* keeps its place */
+            if (queued_once && w.outcome == WAITER_PENDING) {
+                /* Back in line at its place; while it was out, planning and
+                 * shutdown did not count it. */
+                waiter_enqueue_front(pool, &w);
+                plan_creates(pool);
+                shutdown_progress(pool);
+            }
             continue;
         }
 
@@ -573,7 +581,7 @@ int respool_shutdown(respool_t *pool, long timeout_ms)
     int rc;
     pool->settle_waiters++;
     for (;;) {
-        bool outstanding = pool->busy > 0 || pool->creating > 0;
+        bool outstanding = pool->busy > pool->keepalive_checking || pool->creating > 0;
         if (!outstanding && pool->doomed == 0 && pool->idle == 0) {
             pool->shutdown_done = true;
             rc = RESPOOL_OK;

@@ -101,6 +101,8 @@ bool waiters_hand_off(respool_t *pool, uint32_t index, int64_t now_ns)
         }
         slot_t *s = slot_at(pool, index);
         s->state = SLOT_BUSY;
+        s->checkout_ns = now_ns; /* for the leak sweep, until lease_issue */
+        s->leak_reported = false;
         waiter_complete(pool, head, RESPOOL_OK, index);
         return true;
     }

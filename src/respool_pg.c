@@ -1,0 +1,808 @@
+/*
+ * respool_pg.c — PostgreSQL (libpq) adapter: a respool factory of PGconn.
+ * See include/respool_pg.h for the contract.
+ */
+#include "respool_pg.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000L
+#define DEFAULT_VALIDATE_IDLE_MS 1000L
+#define DEFAULT_PING_TIMEOUT_MS 2000L
+#define DEFAULT_RESET_TIMEOUT_MS 5000L
+#define MAX_DURATION_MS 1000000000000L /* as the core: ~31 years */
+#define MASK "***"
+
+struct respool_pg_factory {
+    char **keys; /* NULL-terminated, for PQconnectStartParams */
+    char **vals;
+    char **secrets; /* passwords to hide in messages, NULL-terminated */
+    long connect_timeout_ms;
+    long validate_idle_ms; /* core value (0 = always) */
+    long ping_timeout_ms;
+    long reset_timeout_ms;
+    char *reset_query; /* NULL = none */
+    pthread_mutex_t lock; /* guards last_error */
+    char last_error[512];
+    size_t last_error_len;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Time                                                                      */
+/* ------------------------------------------------------------------------ */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds left until deadline, for poll(): 0 when passed, capped. */
+static int remaining_ms(int64_t deadline)
+{
+    int64_t left = deadline - now_ms();
+    if (left <= 0)
+        return 0;
+    return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+/* Wait for fd to be readable/writable until deadline. 1 = ready, 0 = deadline
+ * passed, -1 = poll error (errno). EINTR is retried with the same deadline. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = events, .revents = 0};
+        int left = remaining_ms(deadline);
+        int rc = poll(&p, 1, left);
+        if (rc > 0)
+            return 1;
+        if (rc == 0) {
+            if (left == 0 || remaining_ms(deadline) == 0)
+                return 0;
+            continue; /* woke early (rounding): wait out the rest */
+        }
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Scrubbing passwords out of messages                                       */
+/* ------------------------------------------------------------------------ */
+
+struct outbuf {
+    char *dst;
+    size_t cap, len;
+};
+
+static void out_putc(struct outbuf *o, char c)
+{
+    if (o->cap > 0 && o->len + 1 < o->cap)
+        o->dst[o->len++] = c;
+}
+
+static void out_puts(struct outbuf *o, const char *s)
+{
+    while (*s)
+        out_putc(o, *s++);
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* Length of a "password" value starting at s (after '=' and spaces): a quoted
+ * '...' string with backslash escapes, or up to a separator. */
+static size_t value_len(const char *s)
+{
+    size_t i = 0;
+    if (s[0] == '\'') {
+        for (i = 1; s[i] && s[i] != '\''; i++)
+            if (s[i] == '\\' && s[i + 1])
+                i++;
+        return s[i] ? i + 1 : i;
+    }
+    while (s[i] && !is_space(s[i]) && s[i] != '&' && s[i] != '"' && s[i] != '\'')
+        i++;
+    return i;
+}
+
+/* At s: "password" [spaces] "=" [spaces] — length of that prefix, or 0. */
+static size_t password_key_len(const char *s)
+{
+    static const char key[] = "password";
+    size_t i = sizeof key - 1;
+    if (strncasecmp(s, key, i) != 0)
+        return 0;
+    while (is_space(s[i]))
+        i++;
+    if (s[i] != '=')
+        return 0;
+    i++;
+    while (s[i] == ' ' || s[i] == '\t')
+        i++;
+    return i;
+}
+
+/* At s: "://" user ":" PASSWORD "@" — set *colon (offset of the ':') and
+ * return the offset of the '@', or 0. */
+static size_t uri_userinfo(const char *s, size_t *colon)
+{
+    if (strncmp(s, "://", 3) != 0)
+        return 0;
+    size_t c = 0;
+    for (size_t i = 3; s[i]; i++) {
+        char ch = s[i];
+        if (ch == '@') {
+            *colon = c;
+            return c ? i : 0;
+        }
+        if (ch == '/' || ch == '?' || ch == '"' || is_space(ch))
+            return 0;
+        if (ch == ':' && !c)
+            c = i;
+    }
+    return 0;
+}
+
+static size_t scrub_into(char *const *secrets, const char *src, char *dst, size_t dstlen)
+{
+    struct outbuf o = {.dst = dst, .cap = dstlen, .len = 0};
+    size_t i = 0;
+    if (!src)
+        src = "";
+    while (src[i]) {
+        size_t k;
+        /* password=value */
+        if ((i == 0 || !((src[i - 1] >= 'a' && src[i - 1] <= 'z') ||
+                         (src[i - 1] >= 'A' && src[i - 1] <= 'Z') || src[i - 1] == '_')) &&
+            (k = password_key_len(src + i)) > 0) {
+            for (size_t j = 0; j < k; j++)
+                out_putc(&o, src[i + j]);
+            i += k;
+            size_t v = value_len(src + i);
+            if (v > 0)
+                out_puts(&o, MASK);
+            i += v;
+            continue;
+        }
+        /* scheme://user:password@ */
+        size_t colon = 0, at;
+        if ((at = uri_userinfo(src + i, &colon)) > 0) {
+            for (size_t j = 0; j <= colon; j++)
+                out_putc(&o, src[i + j]);
+            out_puts(&o, MASK);
+            i += at; /* the '@' is copied next */
+            out_putc(&o, src[i++]);
+            continue;
+        }
+        /* a known password anywhere */
+        bool hit = false;
+        for (char *const *s = secrets; s && *s; s++) {
+            size_t n = strlen(*s);
+            if (n > 0 && strncmp(src + i, *s, n) == 0) {
+                out_puts(&o, MASK);
+                i += n;
+                hit = true;
+                break;
+            }
+        }
+        if (!hit)
+            out_putc(&o, src[i++]);
+    }
+    if (o.cap > 0)
+        o.dst[o.len] = '\0';
+    return o.len;
+}
+
+RESPOOL_API char *respool_pg_scrub(const respool_pg_factory_t *f, const char *src, char *dst,
+                                   size_t dstlen)
+{
+    if (!dst || dstlen == 0)
+        return dst;
+    scrub_into(f ? f->secrets : NULL, src, dst, dstlen);
+    return dst;
+}
+
+/* Secret list helpers: a NULL-terminated array of malloc'd strings. */
+static int secrets_add(char ***list, size_t *n, const char *s, size_t len)
+{
+    if (len == 0)
+        return 0;
+    for (size_t i = 0; i < *n; i++)
+        if (strlen((*list)[i]) == len && memcmp((*list)[i], s, len) == 0)
+            return 0;
+    char **grown = realloc(*list, (*n + 2) * sizeof *grown);
+    if (!grown)
+        return -1;
+    *list = grown;
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return -1;
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    grown[(*n)++] = copy;
+    grown[*n] = NULL;
+    return 0;
+}
+
+static void strv_free(char **v)
+{
+    if (!v)
+        return;
+    for (char **p = v; *p; p++)
+        free(*p);
+    free(v);
+}
+
+/* The password-looking parts of a raw conninfo (which may be malformed):
+ * password=value (raw and unquoted) and the URI user:password@ part. */
+static int raw_secrets(const char *conninfo, char ***list, size_t *n)
+{
+    for (size_t i = 0; conninfo[i]; i++) {
+        size_t k, colon = 0, at;
+        if ((k = password_key_len(conninfo + i)) > 0) {
+            const char *v = conninfo + i + k;
+            size_t len = value_len(v);
+            if (secrets_add(list, n, v, len) != 0)
+                return -1;
+            if (len >= 2 && v[0] == '\'' &&
+                secrets_add(list, n, v + 1, len - (v[len - 1] == '\'' ? 2 : 1)) != 0)
+                return -1;
+        } else if ((at = uri_userinfo(conninfo + i, &colon)) > 0) {
+            if (secrets_add(list, n, conninfo + i + colon + 1, at - colon - 1) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* Write a formatted, scrubbed message into err[errlen]. */
+static void set_err(char *const *secrets, char *err, size_t errlen, const char *fmt, ...)
+{
+    char raw[1024];
+    va_list ap;
+    if (!err || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    va_end(ap);
+    /* trim trailing newlines (libpq messages end with one) */
+    size_t n = strlen(raw);
+    while (n > 0 && (raw[n - 1] == '\n' || raw[n - 1] == '\r'))
+        raw[--n] = '\0';
+    scrub_into(secrets, raw, err, errlen);
+}
+
+/* Copy src into dst[dstlen], truncating, always NUL-terminated (dstlen > 0). */
+static void copy_str(char *dst, size_t dstlen, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= dstlen)
+        n = dstlen - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static void record_error(respool_pg_factory_t *f, const char *msg)
+{
+    pthread_mutex_lock(&f->lock);
+    copy_str(f->last_error, sizeof f->last_error, msg);
+    f->last_error_len = strlen(f->last_error);
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connection helpers                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Set while precheck() absorbs input on this thread: notices go there. */
+static _Thread_local bool *tl_fatal;
+
+/* The notice receiver installed on every connection we make: while
+ * precheck() runs on this thread it records a FATAL/PANIC that arrived while
+ * idle (libpq reports an ERROR received while idle as a notice); otherwise
+ * it does what libpq's default does (the message on stderr). A user may
+ * replace it with PQsetNoticeReceiver; precheck then still sees EOF, and the
+ * ping catches the rest. */
+static void notice_receiver(void *arg, const PGresult *res)
+{
+    (void)arg;
+    if (tl_fatal) {
+        const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+        if (!sev)
+            sev = PQresultErrorField(res, PG_DIAG_SEVERITY);
+        if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
+            *tl_fatal = true;
+        return;
+    }
+    fprintf(stderr, "%s", PQresultErrorMessage(res));
+}
+
+/* Zero-round-trip check: the connection is OK and nothing it has already
+ * received says otherwise (a FATAL from pg_terminate_backend, EOF). */
+static bool precheck(PGconn *c)
+{
+    if (PQstatus(c) != CONNECTION_OK)
+        return false;
+    int fd = PQsocket(c);
+    if (fd < 0)
+        return false;
+    struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
+    int rc;
+    do
+        rc = poll(&p, 1, 0);
+    while (rc < 0 && errno == EINTR);
+    if (rc < 0)
+        return false;
+    if (rc == 0)
+        return true; /* nothing pending */
+    /* Something arrived while idle: absorb it. libpq hands an ERROR/FATAL
+     * received while idle to the notice receiver (ours: notice_receiver). */
+    bool fatal = false;
+    tl_fatal = &fatal;
+    int ok = PQconsumeInput(c);
+    /* Results nobody asked for would confuse the next command. */
+    PGresult *r;
+    while (ok && !PQisBusy(c) && (r = PQgetResult(c)) != NULL) {
+        if (PQresultStatus(r) == PGRES_FATAL_ERROR)
+            fatal = true;
+        PQclear(r);
+    }
+    tl_fatal = NULL;
+    return ok && !fatal && PQstatus(c) == CONNECTION_OK;
+}
+
+/* Send sql and wait for all its results until deadline. true iff every
+ * result is COMMAND_OK, TUPLES_OK or EMPTY_QUERY and the connection is fine. */
+static bool exec_bounded(PGconn *c, const char *sql, int64_t deadline)
+{
+    if (!PQsendQuery(c, sql))
+        return false;
+    /* in blocking mode PQsendQuery has flushed; in non-blocking mode flush */
+    while (PQisnonblocking(c)) {
+        int f = PQflush(c);
+        if (f == 0)
+            break;
+        if (f < 0 || wait_fd(PQsocket(c), POLLOUT | POLLIN, deadline) != 1)
+            return false;
+        if (!PQconsumeInput(c))
+            return false;
+    }
+    bool ok = true;
+    for (;;) {
+        while (PQisBusy(c)) {
+            if (wait_fd(PQsocket(c), POLLIN, deadline) != 1)
+                return false;
+            if (!PQconsumeInput(c))
+                return false;
+        }
+        PGresult *r = PQgetResult(c);
+        if (!r)
+            break;
+        ExecStatusType s = PQresultStatus(r);
+        if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_EMPTY_QUERY)
+            ok = false;
+        PQclear(r);
+        if (s == PGRES_COPY_IN || s == PGRES_COPY_OUT || s == PGRES_COPY_BOTH)
+            return false; /* would never end by itself */
+    }
+    return ok && PQstatus(c) == CONNECTION_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Factory callbacks                                                         */
+/* ------------------------------------------------------------------------ */
+
+static int pg_create(void *ctx, void **resource, char *err, size_t errlen)
+{
+    respool_pg_factory_t *f = ctx;
+    char msg[1024];
+    int64_t deadline = now_ms() + f->connect_timeout_ms;
+
+    PGconn *c = PQconnectStartParams((const char *const *)f->keys,
+                                     (const char *const *)f->vals, 0);
+    if (!c) {
+        set_err(f->secrets, msg, sizeof msg, "connect: out of memory");
+        goto fail;
+    }
+    if (PQstatus(c) == CONNECTION_BAD) {
+        set_err(f->secrets, msg, sizeof msg, "%s", PQerrorMessage(c));
+        goto fail;
+    }
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    for (;;) {
+        if (st == PGRES_POLLING_OK)
+            break;
+        if (st == PGRES_POLLING_FAILED) {
+            set_err(f->secrets, msg, sizeof msg, "%s", PQerrorMessage(c));
+            goto fail;
+        }
+        int fd = PQsocket(c);
+        if (fd < 0) {
+            set_err(f->secrets, msg, sizeof msg, "connect: no socket: %s", PQerrorMessage(c));
+            goto fail;
+        }
+        int w = wait_fd(fd, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
+        if (w == 0) {
+            const char *prior = PQerrorMessage(c);
+            set_err(f->secrets, msg, sizeof msg,
+                    "connection to server at \"%s\", port %s timed out after %ld ms%s%s",
+                    PQhost(c) ? PQhost(c) : "?", PQport(c) ? PQport(c) : "?",
+                    f->connect_timeout_ms, prior && *prior ? "; earlier: " : "",
+                    prior ? prior : "");
+            goto fail;
+        }
+        if (w < 0) {
+            set_err(f->secrets, msg, sizeof msg, "connect: poll: %s", strerror(errno));
+            goto fail;
+        }
+        st = PQconnectPoll(c);
+    }
+    PQsetNoticeReceiver(c, notice_receiver, NULL);
+    *resource = c;
+    return 0;
+
+fail:
+    if (c)
+        PQfinish(c);
+    record_error(f, msg);
+    if (err && errlen > 0)
+        copy_str(err, errlen, msg);
+    return -1;
+}
+
+static void pg_destroy(void *ctx, void *resource)
+{
+    (void)ctx;
+    PQfinish(resource);
+}
+
+static bool pg_validate(void *ctx, void *resource)
+{
+    respool_pg_factory_t *f = ctx;
+    PGconn *c = resource;
+    if (PQtransactionStatus(c) != PQTRANS_IDLE || !precheck(c))
+        return false;
+    /* Due (the core calls us only for a connection idle long enough): one
+     * round trip with the empty query. */
+    return exec_bounded(c, "", now_ms() + f->ping_timeout_ms);
+}
+
+static bool pg_reset(void *ctx, void *resource)
+{
+    respool_pg_factory_t *f = ctx;
+    PGconn *c = resource;
+
+    if (PQstatus(c) != CONNECTION_OK)
+        return false;
+    if (PQpipelineStatus(c) != PQ_PIPELINE_OFF)
+        return false;
+    if (PQisnonblocking(c) && PQsetnonblocking(c, 0) != 0)
+        return false;
+    bool rollback;
+    switch (PQtransactionStatus(c)) {
+    case PQTRANS_IDLE:
+        rollback = false;
+        break;
+    case PQTRANS_INTRANS:
+    case PQTRANS_INERROR:
+        rollback = true;
+        break;
+    case PQTRANS_ACTIVE: /* a command or COPY in progress */
+    case PQTRANS_UNKNOWN:
+    default:
+        return false;
+    }
+    /* Not ACTIVE means no command in progress; drain anything that is
+     * already complete anyway, and absorb a pending FATAL/EOF. */
+    if (!precheck(c))
+        return false;
+    if (rollback && !exec_bounded(c, "ROLLBACK", now_ms() + f->reset_timeout_ms))
+        return false;
+    if (PQtransactionStatus(c) != PQTRANS_IDLE)
+        return false;
+    if (f->reset_query && !exec_bounded(c, f->reset_query, now_ms() + f->reset_timeout_ms))
+        return false;
+    return PQtransactionStatus(c) == PQTRANS_IDLE;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Factory                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static int check_duration(long v, long dflt, long *out)
+{
+    if (v < 0 || v > MAX_DURATION_MS)
+        return -1;
+    *out = v ? v : dflt;
+    return 0;
+}
+
+RESPOOL_API void respool_pg_factory_free(respool_pg_factory_t *f)
+{
+    if (!f)
+        return;
+    strv_free(f->keys);
+    strv_free(f->vals);
+    strv_free(f->secrets);
+    free(f->reset_query);
+    pthread_mutex_destroy(&f->lock);
+    free(f);
+}
+
+RESPOOL_API int respool_pg_factory_init(respool_pg_factory_t **out, const char *conninfo,
+                                        const respool_pg_options_t *opt, char *err,
+                                        size_t errlen)
+{
+    respool_pg_options_t defaults = {0};
+    char **raw = NULL;
+    size_t nraw = 0;
+    PQconninfoOption *parsed = NULL;
+    respool_pg_factory_t *f = NULL;
+    int rc = RESPOOL_ENOMEM;
+
+    if (err && errlen > 0)
+        err[0] = '\0';
+    if (!out || !conninfo) {
+        if (out)
+            *out = NULL;
+        set_err(NULL, err, errlen, "NULL argument");
+        return RESPOOL_EINVAL;
+    }
+    *out = NULL;
+    if (!opt)
+        opt = &defaults;
+
+    /* Passwords as written, for scrubbing even a malformed conninfo's echo. */
+    if (raw_secrets(conninfo, &raw, &nraw) != 0)
+        goto out;
+
+    f = calloc(1, sizeof *f);
+    if (!f)
+        goto out;
+    if (pthread_mutex_init(&f->lock, NULL) != 0) {
+        free(f);
+        f = NULL;
+        goto out;
+    }
+    if (check_duration(opt->connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS,
+                       &f->connect_timeout_ms) != 0 ||
+        check_duration(opt->ping_timeout_ms, DEFAULT_PING_TIMEOUT_MS, &f->ping_timeout_ms) != 0 ||
+        check_duration(opt->reset_timeout_ms, DEFAULT_RESET_TIMEOUT_MS,
+                       &f->reset_timeout_ms) != 0) {
+        set_err(raw, err, errlen, "invalid respool_pg_options_t duration");
+        rc = RESPOOL_EINVAL;
+        goto out;
+    }
+    if (opt->validate_idle_ms == RESPOOL_PG_VALIDATE_ALWAYS)
+        f->validate_idle_ms = 0;
+    else if (check_duration(opt->validate_idle_ms, DEFAULT_VALIDATE_IDLE_MS,
+                            &f->validate_idle_ms) != 0) {
+        set_err(raw, err, errlen, "invalid respool_pg_options_t.validate_idle_ms");
+        rc = RESPOOL_EINVAL;
+        goto out;
+    }
+    if (opt->reset_query && opt->reset_query[0]) {
+        f->reset_query = strdup(opt->reset_query);
+        if (!f->reset_query)
+            goto out;
+    }
+
+    char *perr = NULL;
+    parsed = PQconninfoParse(conninfo, &perr);
+    if (!parsed) {
+        if (perr) {
+            set_err(raw, err, errlen, "invalid conninfo: %s", perr);
+            PQfreemem(perr);
+            rc = RESPOOL_EINVAL;
+        } else {
+            set_err(raw, err, errlen, "invalid conninfo: out of memory");
+        }
+        goto out;
+    }
+
+    size_t n = 0;
+    for (PQconninfoOption *o = parsed; o->keyword; o++)
+        if (o->val)
+            n++;
+    f->keys = calloc(n + 1, sizeof *f->keys);
+    f->vals = calloc(n + 1, sizeof *f->vals);
+    if (!f->keys || !f->vals)
+        goto out;
+    size_t i = 0;
+    for (PQconninfoOption *o = parsed; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        f->keys[i] = strdup(o->keyword);
+        f->vals[i] = strdup(o->val);
+        if (!f->keys[i] || !f->vals[i]) {
+            free(f->keys[i]);
+            free(f->vals[i]);
+            f->keys[i] = f->vals[i] = NULL;
+            goto out;
+        }
+        i++;
+        if (strcmp(o->keyword, "password") == 0 &&
+            secrets_add(&raw, &nraw, o->val, strlen(o->val)) != 0)
+            goto out;
+    }
+    f->secrets = raw;
+    raw = NULL;
+    if (!f->secrets) { /* always an array, possibly empty */
+        f->secrets = calloc(1, sizeof *f->secrets);
+        if (!f->secrets)
+            goto out;
+    }
+    *out = f;
+    f = NULL;
+    rc = RESPOOL_OK;
+
+out:
+    if (rc == RESPOOL_ENOMEM)
+        set_err(NULL, err, errlen, "out of memory");
+    if (parsed)
+        PQconninfoFree(parsed);
+    strv_free(raw);
+    respool_pg_factory_free(f);
+    return rc;
+}
+
+RESPOOL_API respool_factory_t respool_pg_factory(respool_pg_factory_t *f)
+{
+    respool_factory_t fac = {
+        .create = pg_create,
+        .destroy = pg_destroy,
+        .validate = pg_validate,
+        .reset = pg_reset,
+        .ctx = f,
+    };
+    return fac;
+}
+
+RESPOOL_API void respool_pg_config_apply(const respool_pg_factory_t *f, respool_config_t *cfg)
+{
+    if (f && cfg)
+        cfg->validate_idle_ms = f->validate_idle_ms;
+}
+
+RESPOOL_API size_t respool_pg_last_error(respool_pg_factory_t *f, char *buf, size_t buflen)
+{
+    if (!f) {
+        if (buf && buflen > 0)
+            buf[0] = '\0';
+        return 0;
+    }
+    pthread_mutex_lock(&f->lock);
+    size_t n = f->last_error_len;
+    if (buf && buflen > 0)
+        copy_str(buf, buflen, f->last_error);
+    pthread_mutex_unlock(&f->lock);
+    return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Pools that own their factory                                              */
+/* ------------------------------------------------------------------------ */
+
+struct owned {
+    respool_t *pool;
+    respool_pg_factory_t *factory;
+    struct owned *next;
+};
+
+static pthread_mutex_t owned_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct owned *owned_list;
+
+RESPOOL_API int respool_pg_pool_create(respool_t **out, const char *conninfo,
+                                       const respool_config_t *cfg,
+                                       const respool_pg_options_t *opt, char *err,
+                                       size_t errlen)
+{
+    respool_pg_factory_t *f = NULL;
+    if (!out) {
+        set_err(NULL, err, errlen, "NULL argument");
+        return RESPOOL_EINVAL;
+    }
+    *out = NULL;
+    int rc = respool_pg_factory_init(&f, conninfo, opt, err, errlen);
+    if (rc != RESPOOL_OK)
+        return rc;
+
+    struct owned *node = malloc(sizeof *node);
+    if (!node) {
+        respool_pg_factory_free(f);
+        set_err(NULL, err, errlen, "out of memory");
+        return RESPOOL_ENOMEM;
+    }
+    respool_config_t c;
+    if (cfg) {
+        c = *cfg;
+    } else {
+        memset(&c, 0, sizeof c);
+        c.size = 1;
+    }
+    respool_pg_config_apply(f, &c);
+    respool_factory_t fac = respool_pg_factory(f);
+    respool_t *pool = NULL;
+    rc = respool_create(&pool, &c, &fac);
+    if (rc != RESPOOL_OK) {
+        if (rc == RESPOOL_EFACTORY) {
+            char last[sizeof f->last_error];
+            respool_pg_last_error(f, last, sizeof last);
+            set_err(f->secrets, err, errlen, "could not fill the pool: %s", last);
+        } else {
+            set_err(NULL, err, errlen, "respool_create: %s", respool_strerror(rc));
+        }
+        free(node);
+        respool_pg_factory_free(f);
+        return rc;
+    }
+    node->pool = pool;
+    node->factory = f;
+    pthread_mutex_lock(&owned_lock);
+    node->next = owned_list;
+    owned_list = node;
+    pthread_mutex_unlock(&owned_lock);
+    *out = pool;
+    return RESPOOL_OK;
+}
+
+RESPOOL_API void respool_pg_pool_free(respool_t *pool)
+{
+    if (!pool)
+        return;
+    struct owned *found = NULL;
+    pthread_mutex_lock(&owned_lock);
+    for (struct owned **p = &owned_list; *p; p = &(*p)->next) {
+        if ((*p)->pool == pool) {
+            found = *p;
+            *p = found->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&owned_lock);
+    respool_free(pool);
+    if (found) {
+        respool_pg_factory_free(found->factory);
+        free(found);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Using connections                                                         */
+/* ------------------------------------------------------------------------ */
+
+RESPOOL_API PGconn *respool_pg_conn(const respool_lease_t *lease)
+{
+    return lease ? (PGconn *)lease->resource : NULL;
+}
+
+RESPOOL_API int respool_pg_run(respool_t *pool, long timeout_ms, respool_pg_fn fn, void *arg)
+{
+    if (!pool || !fn)
+        return RESPOOL_EINVAL;
+    respool_lease_t lease;
+    int rc = respool_checkout(pool, timeout_ms, &lease);
+    if (rc != RESPOOL_OK)
+        return rc;
+    PGconn *c = respool_pg_conn(&lease);
+    bool ok = fn(c, arg);
+    if (PQstatus(c) == CONNECTION_BAD)
+        respool_destroyed(pool, &lease);
+    else
+        respool_checkin(pool, &lease);
+    return ok ? RESPOOL_OK : RESPOOL_PG_EWORK;
+}

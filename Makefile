@@ -55,7 +55,7 @@ TEST_DEPS    :=
 endif
 EXAMPLES     := $(BUILD)/examples/handles
 
-.PHONY: all check test examples asan tsan demo bench install uninstall clean deps
+.PHONY: all check test examples asan tsan demo bench install uninstall clean deps pg pg-check
 
 all: $(STATIC_LIB) $(SHARED_LIB)
 
@@ -112,6 +112,33 @@ $(BUILD)/bench/core_bench: bench/core_bench.c $(STATIC_LIB) | $(BUILD)/bench
 
 bench: $(BUILD)/bench/core_bench
 	$(BUILD)/bench/core_bench $(BENCH_ARGS)
+
+# ---- PostgreSQL adapter (work in progress: issue 3) ----------------------
+# librespool_pg.a: src/respool_pg.c against libpq. `make pg-check` starts the
+# throwaway server (scripts/pg-sandbox), runs tests/pg, and stops it.
+PG_CFLAGS    := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
+PG_LIBS      := $(shell pkg-config --libs libpq 2>/dev/null || echo -lpq)
+PG_LIB       := $(BUILD)/librespool_pg.a
+PG_TESTS     := $(BUILD)/tests/respool_pg_tests
+
+$(BUILD)/obj/respool_pg.o: src/respool_pg.c include/respool_pg.h include/respool.h | $(BUILD)/obj
+	$(CC) $(LIB_CFLAGS) $(PG_CFLAGS) -c $< -o $@
+
+$(PG_LIB): $(BUILD)/obj/respool_pg.o
+	rm -f $@
+	ar rcs $@ $^
+
+pg:
+	@scripts/deps.sh pg
+	$(MAKE) $(PG_LIB)
+
+$(PG_TESTS): tests/pg/test_pg.c $(PG_LIB) $(STATIC_LIB) | $(BUILD)/tests
+	$(CC) $(ALL_CFLAGS) $(PG_CFLAGS) -o $@ $< $(PG_LIB) $(STATIC_LIB) $(PG_LIBS) -lcriterion $(LDSAN)
+
+pg-check: pg all $(PG_TESTS)
+	@url=$$(scripts/pg-sandbox start) && status=0 && \
+	RESPOOL_PG_URL="$$url" $(PG_TESTS) -j1 --timeout 120 || status=$$?; \
+	scripts/pg-sandbox stop; exit $$status
 
 respool.pc: respool.pc.in Makefile
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \

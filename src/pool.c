@@ -456,6 +456,19 @@ int respool_checkout(respool_t *pool, long timeout_ms, respool_lease_t *lease)
 
 /* ---- checkin and destroyed --------------------------------------------- */
 
+/* Take the lock and find the slot of a current lease. NULL (lock released)
+ * for a NULL argument or a stale, doubled, foreign or altered lease. */
+static inline slot_t *lock_lease(respool_t *pool, const respool_lease_t *lease)
+{
+    if (!pool || !lease)
+        return NULL;
+    pthread_mutex_lock(&pool->lock);
+    slot_t *s = lease_slot(pool, lease);
+    if (!s)
+        pthread_mutex_unlock(&pool->lock);
+    return s;
+}
+
 /* Everything but the fast path: reset(), waiters, dismissal, shutdown. Lock
  * held on entry, released on return. */
 __attribute__((noinline, cold)) static int checkin_slow(respool_t *pool, slot_t *s, respool_lease_t *lease)
@@ -488,14 +501,9 @@ __attribute__((noinline, cold)) static int checkin_slow(respool_t *pool, slot_t 
  * reset or time: the resource goes straight back to the idle ring. */
 int respool_checkin(respool_t *pool, respool_lease_t *lease)
 {
-    if (!pool || !lease)
+    slot_t *s = lock_lease(pool, lease);
+    if (!s)
         return RESPOOL_EINVAL;
-    pthread_mutex_lock(&pool->lock);
-    slot_t *s = lease_slot(pool, lease);
-    if (!s) {
-        pthread_mutex_unlock(&pool->lock);
-        return RESPOOL_EINVAL;
-    }
     s->generation++; /* from here the lease is stale: a second checkin fails */
     if (!(pool->fast_checkin && pool->waiters.count == 0 &&
           pool->idle + pool->busy <= pool->config.size))
@@ -509,14 +517,9 @@ int respool_checkin(respool_t *pool, respool_lease_t *lease)
 
 int respool_destroyed(respool_t *pool, respool_lease_t *lease)
 {
-    if (!pool || !lease)
+    slot_t *s = lock_lease(pool, lease);
+    if (!s)
         return RESPOOL_EINVAL;
-    pthread_mutex_lock(&pool->lock);
-    slot_t *s = lease_slot(pool, lease);
-    if (!s) {
-        pthread_mutex_unlock(&pool->lock);
-        return RESPOOL_EINVAL;
-    }
     s->generation++;
     pool->reported_broken++;
     slot_doom(pool, lease->private_.slot);

@@ -14,52 +14,9 @@
 #include <time.h>
 
 #include "support/fake_factory.h"
+#include "support/test_helpers.h"
 
 static fake_factory_t fk;
-
-#define CHECK_RC(expr, want)                                                                 \
-    do {                                                                                     \
-        int rc_ = (expr);                                                                    \
-        cr_assert_eq(rc_, (want), "%s returned %d (%s), want %s", #expr, rc_,                \
-                     respool_strerror(rc_), #want);                                          \
-    } while (0)
-
-#define ASSERT_EQ_U(actual, want)                                                            \
-    do {                                                                                     \
-        unsigned long long a_ = (unsigned long long)(actual);                                \
-        unsigned long long w_ = (unsigned long long)(want);                                  \
-        cr_assert_eq(a_, w_, "%s is %llu, want %llu", #actual, a_, w_);                      \
-    } while (0)
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static void pass_time_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static respool_stats_t stats_of(respool_t *pool)
-{
-    respool_stats_t s;
-    memset(&s, 0, sizeof s);
-    respool_stats(pool, &s);
-    return s;
-}
-
-static respool_t *make_pool(respool_config_t cfg, respool_factory_t factory)
-{
-    respool_t *pool = NULL;
-    CHECK_RC(respool_create(&pool, &cfg, &factory), RESPOOL_OK);
-    cr_assert_not_null(pool);
-    return pool;
-}
 
 static void finish(respool_t *pool)
 {

@@ -1,0 +1,63 @@
+/*
+ * test_helpers.h — small assertions and helpers shared by the core's test
+ * files. Include after <criterion/criterion.h>.
+ */
+#ifndef TEST_HELPERS_H
+#define TEST_HELPERS_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include "respool.h"
+
+/* Assert a respool call's return code, naming both codes on failure. */
+#define CHECK_RC(expr, want)                                                                 \
+    do {                                                                                     \
+        int rc_ = (expr);                                                                    \
+        cr_assert_eq(rc_, (want), "%s returned %d (%s), want %s", #expr, rc_,                \
+                     respool_strerror(rc_), #want);                                          \
+    } while (0)
+
+/* Assert an unsigned count, printing both values on failure. */
+#define ASSERT_EQ_U(actual, want)                                                            \
+    do {                                                                                     \
+        unsigned long long a_ = (unsigned long long)(actual);                                \
+        unsigned long long w_ = (unsigned long long)(want);                                  \
+        cr_assert_eq(a_, w_, "%s is %llu, want %llu", #actual, a_, w_);                      \
+    } while (0)
+
+static inline int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Let time pass (to age a resource or outlast a deadline), never to wait
+ * for another thread: use pool_wait_* / fake_wait_* for that. */
+static inline void pass_time_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static inline respool_stats_t stats_of(respool_t *pool)
+{
+    respool_stats_t s;
+    memset(&s, 0, sizeof s);
+    respool_stats(pool, &s);
+    return s;
+}
+
+static inline respool_t *make_pool(respool_config_t cfg, respool_factory_t factory)
+{
+    respool_t *pool = NULL;
+    CHECK_RC(respool_create(&pool, &cfg, &factory), RESPOOL_OK);
+    cr_assert_not_null(pool);
+    return pool;
+}
+
+#endif

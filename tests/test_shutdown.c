@@ -67,31 +67,6 @@ static bool timed_join(pthread_t t, long timeout_ms)
     return pthread_timedjoin_np(t, NULL, &ts) == 0;
 }
 
-/* A checkout run on its own thread. */
-typedef struct {
-    respool_t *pool;
-    long timeout;
-    int rc;
-    respool_lease_t lease;
-    pthread_t thread;
-} co_t;
-
-static void *co_main(void *arg)
-{
-    co_t *c = arg;
-    c->rc = respool_checkout(c->pool, c->timeout, &c->lease);
-    return NULL;
-}
-
-static void co_start(co_t *c, respool_t *pool, long timeout)
-{
-    memset(c, 0, sizeof *c);
-    c->pool = pool;
-    c->timeout = timeout;
-    c->rc = -1;
-    cr_assert_eq(pthread_create(&c->thread, NULL, co_main, c), 0);
-}
-
 /* A shutdown run on its own thread; records the fake's destroyed count at its return. */
 typedef struct {
     respool_t *pool;

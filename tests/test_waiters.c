@@ -24,48 +24,7 @@ static void pass_time_us(long us)
     }
 }
 
-/* A checkout run on its own thread. */
-typedef struct {
-    respool_t *pool;
-    long timeout;
-    int rc;
-    respool_lease_t lease;
-    int64_t elapsed_us;
-    pthread_t thread;
-} co_t;
-
-static void *co_main(void *arg)
-{
-    co_t *c = arg;
-    int64_t t0 = now_us();
-    c->rc = respool_checkout(c->pool, c->timeout, &c->lease);
-    c->elapsed_us = now_us() - t0;
-    return NULL;
-}
-
-static void co_start(co_t *c, respool_t *pool, long timeout)
-{
-    memset(c, 0, sizeof *c);
-    c->pool = pool;
-    c->timeout = timeout;
-    c->rc = -1;
-    cr_assert_eq(pthread_create(&c->thread, NULL, co_main, c), 0);
-}
-
 /* Join within timeout_ms; false if the thread is still running. */
-static bool co_join(co_t *c, long timeout_ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return pthread_timedjoin_np(c->thread, NULL, &ts) == 0;
-}
-
 static void finish(respool_t *pool)
 {
     respool_free(pool);

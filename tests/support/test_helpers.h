@@ -6,6 +6,8 @@
 #define TEST_HELPERS_H
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -58,6 +60,45 @@ static inline respool_t *make_pool(respool_config_t cfg, respool_factory_t facto
     CHECK_RC(respool_create(&pool, &cfg, &factory), RESPOOL_OK);
     cr_assert_not_null(pool);
     return pool;
+}
+
+/* A checkout run on its own thread: co_start, then co_join (bounded). */
+typedef struct {
+    respool_t *pool;
+    long timeout;
+    int rc;
+    respool_lease_t lease;
+    pthread_t thread;
+} co_t;
+
+static inline void *co_main(void *arg)
+{
+    co_t *c = arg;
+    c->rc = respool_checkout(c->pool, c->timeout, &c->lease);
+    return NULL;
+}
+
+static inline void co_start(co_t *c, respool_t *pool, long timeout)
+{
+    memset(c, 0, sizeof *c);
+    c->pool = pool;
+    c->timeout = timeout;
+    c->rc = -1;
+    cr_assert_eq(pthread_create(&c->thread, NULL, co_main, c), 0);
+}
+
+/* Join the checkout thread within timeout_ms; false if it is still running. */
+static inline bool co_join(co_t *c, long timeout_ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* pthread_timedjoin_np's clock */
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return pthread_timedjoin_np(c->thread, NULL, &ts) == 0;
 }
 
 #endif

@@ -148,7 +148,6 @@ struct respool {
     unsigned helpers_idle;        /* helpers waiting on helper_wake      */
     unsigned settle_waiters;      /* threads waiting on `settled`        */
     bool manager_sleeping;        /* manager waits on manager_wake       */
-    int64_t housekeeping_at_ns;   /* next lifetime/keepalive/leak sweep  */
 
     /* Counters for respool_stats. */
     uint64_t created, destroyed, checkouts, timeouts, create_failures;

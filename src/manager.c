@@ -8,10 +8,7 @@
  * *plan* creates (plan_creates, under the lock): planning only counts jobs
  * and wakes a helper, so a checkout never waits behind the manager.
  */
-#include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
-#include <string.h>
 
 #include "internal.h"
 
@@ -402,7 +399,7 @@ static void *manager_main(void *arg)
     respool_t *pool = arg;
     int64_t period = sweep_period_ns(pool);
     pthread_mutex_lock(&pool->lock);
-    pool->housekeeping_at_ns = period ? clock_now_ns() + period : NO_DEADLINE;
+    int64_t sweep_at = period ? clock_now_ns() + period : NO_DEADLINE; /* manager's own */
     for (;;) {
         if (pool->doomed_head != NO_SLOT) {
             destroy_one(pool);
@@ -452,12 +449,12 @@ static void *manager_main(void *arg)
                 continue;
         }
         if (period) {
-            if (now >= pool->housekeeping_at_ns) {
-                pool->housekeeping_at_ns = now + period;
+            if (now >= sweep_at) {
+                sweep_at = now + period;
                 sweep(pool, now);
                 continue;
             }
-            next = min_deadline(next, pool->housekeeping_at_ns);
+            next = min_deadline(next, sweep_at);
         }
 
         pool->manager_sleeping = true;

@@ -8,9 +8,7 @@
  * destroy(), timers — belongs to the manager (manager.c); waiting belongs to
  * the waiter queue (waiters.c).
  */
-#include <errno.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "internal.h"
 
@@ -230,9 +228,7 @@ void route_resource(respool_t *pool, uint32_t index, bool fresh)
         manager_notify(pool); /* the reaper times it */
         return;
     }
-    make_idle(pool, index, now);
-    if (fresh)
-        settled_broadcast(pool); /* prefill progress */
+    make_idle(pool, index, now); /* a fresh one: finish_create wakes prefill */
 }
 
 /* During shutdown: waiters that nothing can serve any more (no lease out, no

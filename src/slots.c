@@ -9,7 +9,6 @@
  * here runs with the pool lock held.
  */
 #include <stdlib.h>
-#include <string.h>
 
 #include "internal.h"
 

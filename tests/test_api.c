@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 
 #include <limits.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -19,6 +20,7 @@
 
 #include "respool.h"
 #include "support/fake_factory.h"
+#include "support/test_helpers.h"
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
@@ -33,7 +35,7 @@ static respool_t *not_a_pool(void)
     return (respool_t *)(void *)&out_sentinel;
 }
 
-static respool_t *make_pool(fake_factory_t *f, unsigned size, unsigned max_overflow)
+static respool_t *pool_of_size(fake_factory_t *f, unsigned size, unsigned max_overflow)
 {
     respool_config_t cfg = quiet_config(size, max_overflow);
     respool_factory_t fac = fake_factory(f);
@@ -42,14 +44,6 @@ static respool_t *make_pool(fake_factory_t *f, unsigned size, unsigned max_overf
     cr_assert_eq(rc, RESPOOL_OK, "respool_create: %s", respool_strerror(rc));
     cr_assert_not_null(pool);
     return pool;
-}
-
-static respool_stats_t stats_of(respool_t *pool)
-{
-    respool_stats_t s;
-    memset(&s, 0, sizeof s);
-    respool_stats(pool, &s);
-    return s;
 }
 
 /* Every field of two snapshots is equal (field by field: padding may differ). */
@@ -250,42 +244,70 @@ Test(api_create, unknown_strategy)
     fake_fini(&f);
 }
 
-/* Header: "negative values are rejected with RESPOOL_EINVAL except where a
- * negative value is documented" (only fairness_us = RESPOOL_FAIRNESS_STRICT). */
-Test(api_create, negative_durations)
+/* Durations: negative, or above 10^12 ms (10^15 us for fairness_us), are
+ * absurd; RESPOOL_EINVAL, *out NULL, no create() called. */
+Test(api_create, absurd_durations)
+{
+    static const struct {
+        const char *field;
+        size_t offset;
+        long value;
+    } cases[] = {
+#define DURATION_CASE(field, value) {#field " = " #value, offsetof(respool_config_t, field), value}
+        DURATION_CASE(retry_initial_ms, -1),
+        DURATION_CASE(retry_max_ms, -1),
+        DURATION_CASE(retry_max_ms, LONG_MIN),
+        DURATION_CASE(overflow_idle_ms, -1),
+        DURATION_CASE(max_lifetime_ms, -1),
+        DURATION_CASE(validate_idle_ms, -1),
+        DURATION_CASE(keepalive_ms, -1),
+        DURATION_CASE(leak_threshold_ms, -1),
+        DURATION_CASE(fairness_us, -2),
+        DURATION_CASE(fairness_us, LONG_MIN),
+        DURATION_CASE(retry_initial_ms, 1000000000001L),
+        DURATION_CASE(retry_max_ms, 1000000000001L),
+        DURATION_CASE(overflow_idle_ms, 1000000000001L),
+        DURATION_CASE(max_lifetime_ms, 1000000000001L),
+        DURATION_CASE(validate_idle_ms, 1000000000001L),
+        DURATION_CASE(keepalive_ms, 1000000000001L),
+        DURATION_CASE(leak_threshold_ms, 1000000000001L),
+        DURATION_CASE(fairness_us, 1000000000001000L),
+        DURATION_CASE(max_lifetime_ms, LONG_MAX),
+#undef DURATION_CASE
+    };
+    fake_factory_t f;
+    fake_init(&f);
+    respool_factory_t fac = fake_factory(&f);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        respool_config_t cfg = quiet_config(2, 0);
+        *(long *)((char *)&cfg + cases[i].offset) = cases[i].value;
+        assert_create_rejected(&cfg, &fac, &f, cases[i].field);
+    }
+    /* Both retry bounds given, initial above max. */
+    respool_config_t cfg = quiet_config(2, 0);
+    cfg.retry_initial_ms = 500;
+    cfg.retry_max_ms = 100;
+    assert_create_rejected(&cfg, &fac, &f, "retry_initial_ms 500 > retry_max_ms 100");
+    fake_fini(&f);
+}
+
+/* The largest durations that are not absurd are accepted. */
+Test(api_create, largest_durations_accepted)
 {
     fake_factory_t f;
     fake_init(&f);
     respool_factory_t fac = fake_factory(&f);
-    respool_config_t cfg;
-
-    cfg = quiet_config(2, 0);
-    cfg.retry_initial_ms = -1;
-    assert_create_rejected(&cfg, &fac, &f, "retry_initial_ms -1");
-    cfg = quiet_config(2, 0);
-    cfg.retry_max_ms = -1;
-    assert_create_rejected(&cfg, &fac, &f, "retry_max_ms -1");
-    cfg = quiet_config(2, 0);
-    cfg.overflow_idle_ms = -1;
-    assert_create_rejected(&cfg, &fac, &f, "overflow_idle_ms -1");
-    cfg = quiet_config(2, 0);
-    cfg.max_lifetime_ms = -1;
-    assert_create_rejected(&cfg, &fac, &f, "max_lifetime_ms -1");
-    cfg = quiet_config(2, 0);
-    cfg.validate_idle_ms = -1;
-    assert_create_rejected(&cfg, &fac, &f, "validate_idle_ms -1");
-    cfg = quiet_config(2, 0);
-    cfg.keepalive_ms = -1;
-    assert_create_rejected(&cfg, &fac, &f, "keepalive_ms -1");
-    cfg = quiet_config(2, 0);
-    cfg.leak_threshold_ms = -1;
-    assert_create_rejected(&cfg, &fac, &f, "leak_threshold_ms -1");
-    cfg = quiet_config(2, 0);
-    cfg.fairness_us = -2;
-    assert_create_rejected(&cfg, &fac, &f, "fairness_us -2");
-    cfg = quiet_config(2, 0);
-    cfg.retry_max_ms = LONG_MIN;
-    assert_create_rejected(&cfg, &fac, &f, "retry_max_ms LONG_MIN");
+    respool_config_t cfg = quiet_config(1, 0);
+    cfg.overflow_idle_ms = cfg.max_lifetime_ms = cfg.validate_idle_ms = 1000000000000L;
+    cfg.keepalive_ms = cfg.leak_threshold_ms = 1000000000000L;
+    cfg.fairness_us = 1000000000000000L;
+    respool_t *pool = NULL;
+    int rc = respool_create(&pool, &cfg, &fac);
+    cr_assert_eq(rc, RESPOOL_OK, "got %d (%s)", rc, respool_strerror(rc));
+    respool_lease_t l;
+    cr_assert_eq(respool_checkout(pool, 0, &l), RESPOOL_OK);
+    cr_assert_eq(respool_checkin(pool, &l), RESPOOL_OK);
+    respool_free(pool);
     fake_fini(&f);
 }
 
@@ -401,7 +423,7 @@ Test(api_null, null_pool)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 1, 0);
+    respool_t *pool = pool_of_size(&f, 1, 0);
     respool_lease_t lease = take(pool);
     respool_lease_t copy = lease;
     respool_stats_t before = stats_of(pool);
@@ -434,7 +456,7 @@ Test(api_null, null_lease)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 2, 1);
+    respool_t *pool = pool_of_size(&f, 2, 1);
     respool_lease_t lease = take(pool);
     respool_stats_t before = stats_of(pool);
 
@@ -467,7 +489,7 @@ Test(api_null, resize_bad_arguments)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 2, 1);
+    respool_t *pool = pool_of_size(&f, 2, 1);
     respool_stats_t before = stats_of(pool);
     cr_assert_eq(respool_resize(pool, 0, 0), RESPOOL_EINVAL);
     cr_assert_eq(respool_resize(pool, RESPOOL_MAX_RESOURCES + 1u, 0), RESPOOL_EINVAL);
@@ -491,7 +513,7 @@ Test(api_null, transaction_null)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 1, 0);
+    respool_t *pool = pool_of_size(&f, 1, 0);
     atomic_int calls = 0;
     respool_stats_t before = stats_of(pool);
     cr_assert_eq(respool_transaction(NULL, 0, never_called, &calls), RESPOOL_EINVAL);
@@ -599,7 +621,7 @@ Test(api_stats, null_arguments)
 
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 1, 0);
+    respool_t *pool = pool_of_size(&f, 1, 0);
     respool_stats(pool, NULL);
     cr_assert_eq(stats_of(pool).idle, 1);
     respool_free(pool);
@@ -612,7 +634,7 @@ Test(api_stats, fresh_pool_snapshot)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 3, 2);
+    respool_t *pool = pool_of_size(&f, 3, 2);
     respool_stats_t s = stats_of(pool);
     cr_assert_eq(s.state, RESPOOL_READY);
     cr_assert_eq(s.size, 3);
@@ -641,7 +663,7 @@ Test(api_lease, checkin_and_destroyed_clear_lease)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 2, 0);
+    respool_t *pool = pool_of_size(&f, 2, 0);
     respool_lease_t a = take(pool);
     respool_lease_t b = take(pool);
     fake_unhold(a.resource);
@@ -662,7 +684,7 @@ Test(api_lease, double_checkin)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 2, 0);
+    respool_t *pool = pool_of_size(&f, 2, 0);
     respool_lease_t lease = take(pool);
     respool_lease_t copy = lease;
     give_back(pool, &lease);
@@ -686,7 +708,7 @@ Test(api_lease, stale_after_reissue)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 1, 0);
+    respool_t *pool = pool_of_size(&f, 1, 0);
     respool_lease_t first = take(pool);
     respool_lease_t stale = first;
     give_back(pool, &first);
@@ -714,7 +736,7 @@ Test(api_lease, checkin_after_destroyed)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 2, 0);
+    respool_t *pool = pool_of_size(&f, 2, 0);
     respool_lease_t lease = take(pool);
     respool_lease_t copy = lease;
     fake_unhold(lease.resource);
@@ -743,7 +765,7 @@ Test(api_lease, destroyed_after_checkin)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 2, 0);
+    respool_t *pool = pool_of_size(&f, 2, 0);
     respool_lease_t lease = take(pool);
     respool_lease_t copy = lease;
     give_back(pool, &lease);
@@ -773,8 +795,8 @@ Test(api_lease, foreign_lease)
     fake_factory_t f1, f2;
     fake_init(&f1);
     fake_init(&f2);
-    respool_t *p1 = make_pool(&f1, 1, 0);
-    respool_t *p2 = make_pool(&f2, 1, 0);
+    respool_t *p1 = pool_of_size(&f1, 1, 0);
+    respool_t *p2 = pool_of_size(&f2, 1, 0);
     respool_lease_t l1 = take(p1);
     respool_lease_t l2 = take(p2); /* same slot/generation shape in p2 */
 
@@ -802,7 +824,7 @@ Test(api_lease, zeroed_lease)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 1, 0);
+    respool_t *pool = pool_of_size(&f, 1, 0);
     respool_lease_t held = take(pool); /* something is out, slot 0 busy */
     respool_lease_t z;
     memset(&z, 0, sizeof z);
@@ -824,7 +846,7 @@ Test(api_lease, altered_resource_pointer)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 2, 0);
+    respool_t *pool = pool_of_size(&f, 2, 0);
     respool_lease_t a = take(pool);
     respool_lease_t b = take(pool);
     int local = 0;
@@ -857,7 +879,7 @@ Test(api_lease, failed_checkout_clears_resource)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 1, 0);
+    respool_t *pool = pool_of_size(&f, 1, 0);
     respool_lease_t held = take(pool);
 
     respool_lease_t l = garbage_lease();
@@ -877,7 +899,7 @@ Test(api_lease, failed_checkout_clears_resource)
 
     /* EFACTORY: room to grow, the one create() made for it fails. */
     fake_init(&f);
-    pool = make_pool(&f, 0, 1);
+    pool = pool_of_size(&f, 0, 1);
     fake_set_fail_next(&f, 1);
     l = garbage_lease();
     cr_assert_eq(respool_checkout(pool, 0, &l), RESPOOL_EFACTORY);
@@ -906,7 +928,7 @@ Test(api_lease, return_from_other_thread)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 2, 0);
+    respool_t *pool = pool_of_size(&f, 2, 0);
     lease_job_t in = {pool, take(pool), false, -1};
     lease_job_t out = {pool, take(pool), true, -1};
     fake_unhold(in.lease.resource);
@@ -936,7 +958,7 @@ Test(api_last_error, never_failed)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 2, 0);
+    respool_t *pool = pool_of_size(&f, 2, 0);
     char buf[32];
     memset(buf, 'X', sizeof buf);
     cr_assert_eq(respool_last_error(pool, buf, sizeof buf), 0);
@@ -954,7 +976,7 @@ Test(api_last_error, injected_failure_text)
     const size_t len = strlen(expected);
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 0, 1);
+    respool_t *pool = pool_of_size(&f, 0, 1);
     fake_set_fail_next(&f, 1);
     respool_lease_t l;
     cr_assert_eq(respool_checkout(pool, 0, &l), RESPOOL_EFACTORY);
@@ -1045,7 +1067,7 @@ Test(api_prometheus, format_and_length)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 3, 1);
+    respool_t *pool = pool_of_size(&f, 3, 1);
     char *text = prometheus_text(pool, "x");
     cr_assert(has_line(text, "respool_idle{pool=\"x\"} 3"), "no idle line in:\n%s", text);
     cr_assert(has_line(text, "respool_created_total{pool=\"x\"} 3"), "no created line in:\n%s",
@@ -1084,7 +1106,7 @@ Test(api_prometheus, truncation)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 3, 0);
+    respool_t *pool = pool_of_size(&f, 3, 0);
     char *full = prometheus_text(pool, "x");
     size_t len = strlen(full);
     cr_assert_gt(len, 20);
@@ -1122,7 +1144,7 @@ Test(api_prometheus, label_sanitised)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 3, 0);
+    respool_t *pool = pool_of_size(&f, 3, 0);
 
     char *text = prometheus_text(pool, "a b\"c");
     cr_assert(has_line(text, "respool_idle{pool=\"a_b_c\"} 3"), "sanitised name:\n%s", text);
@@ -1194,7 +1216,7 @@ Test(api_transaction, keep_checks_in)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 1, 0);
+    respool_t *pool = pool_of_size(&f, 1, 0);
     tx_probe_t p = tx_probe(pool, RESPOOL_KEEP);
     cr_assert_eq(respool_transaction(pool, 0, tx_work, &p), RESPOOL_OK);
     cr_assert_eq(p.calls, 1);
@@ -1225,7 +1247,7 @@ Test(api_transaction, broken_destroys)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 1, 0);
+    respool_t *pool = pool_of_size(&f, 1, 0);
     tx_probe_t p = tx_probe(pool, RESPOOL_BROKEN);
     cr_assert_eq(respool_transaction(pool, 0, tx_work, &p), RESPOOL_OK);
     cr_assert_eq(p.calls, 1);
@@ -1254,7 +1276,7 @@ Test(api_transaction, checkout_error_propagated)
 {
     fake_factory_t f;
     fake_init(&f);
-    respool_t *pool = make_pool(&f, 1, 0);
+    respool_t *pool = pool_of_size(&f, 1, 0);
     respool_lease_t held = take(pool);
     tx_probe_t p = tx_probe(pool, RESPOOL_KEEP);
     cr_assert_eq(respool_transaction(pool, 0, tx_work, &p), RESPOOL_EFULL);
@@ -1274,7 +1296,7 @@ Test(api_transaction, checkout_error_propagated)
 
     /* EFACTORY: the checkout's create() failed. */
     fake_init(&f);
-    pool = make_pool(&f, 0, 1);
+    pool = pool_of_size(&f, 0, 1);
     fake_set_fail_next(&f, 1);
     p = tx_probe(pool, RESPOOL_KEEP);
     cr_assert_eq(respool_transaction(pool, 0, tx_work, &p), RESPOOL_EFACTORY);

@@ -19,6 +19,7 @@
 
 #include "respool.h"
 #include "support/fake_factory.h"
+#include "support/test_helpers.h"
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
@@ -35,14 +36,6 @@ static respool_t *new_pool(fake_factory_t *f, unsigned size, unsigned max_overfl
     cr_assert_eq(rc, RESPOOL_OK, "respool_create(%u, %u): %s", size, max_overflow,
                  respool_strerror(rc));
     return pool;
-}
-
-static respool_stats_t stats_of(respool_t *pool)
-{
-    respool_stats_t s;
-    memset(&s, 0, sizeof s);
-    respool_stats(pool, &s);
-    return s;
 }
 
 /* Poolboy's status/1 plus the live count: {state, idle, overflow, busy}. */
@@ -167,13 +160,8 @@ static void waiter_start(waiter_t *w, respool_t *pool, long timeout_ms)
  * then join it. */
 static bool waiter_finish(waiter_t *w, long timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
-    while (!atomic_load(&w->done)) {
-        if (now_ms() >= deadline)
-            return false;
-        struct timespec ts = {0, 200000};
-        nanosleep(&ts, NULL);
-    }
+    if (!wait_flag(&w->done, timeout_ms))
+        return false;
     pthread_join(w->thread, NULL);
     return true;
 }
@@ -619,12 +607,7 @@ Test(poolboy_death, waiter_holding_one_gets_replacement)
     ASSERT_STATUS(pool, RESPOOL_FULL, 0, 0, 1);
 
     cr_assert_eq(respool_destroyed(pool, &d.first), RESPOOL_OK);
-    int64_t deadline = now_ms() + 2000;
-    while (!atomic_load(&d.done) && now_ms() < deadline) {
-        struct timespec ts = {0, 200000};
-        nanosleep(&ts, NULL);
-    }
-    cr_assert(atomic_load(&d.done), "the waiter did not get the replacement");
+    cr_assert(wait_flag(&d.done, 2000), "the waiter did not get the replacement");
     pthread_join(d.thread, NULL);
     cr_assert_eq(d.rc2, RESPOOL_OK);
     cr_assert_eq(fake_id(d.second.resource), 2);
@@ -1159,12 +1142,7 @@ Test(poolboy_transaction, waits_for_worker)
     cr_assert(pool_wait_waiting(pool, 1, 2000));
     cr_assert_eq(t.st.calls, 0);
     checkin_ok(pool, &a);
-    int64_t deadline = now_ms() + 2000;
-    while (!atomic_load(&t.done) && now_ms() < deadline) {
-        struct timespec ts = {0, 200000};
-        nanosleep(&ts, NULL);
-    }
-    cr_assert(atomic_load(&t.done), "the waiting transaction was not served");
+    cr_assert(wait_flag(&t.done, 2000), "the waiting transaction was not served");
     pthread_join(th, NULL);
     cr_assert_eq(t.rc, RESPOOL_OK);
     cr_assert_eq(t.st.calls, 1);

@@ -18,13 +18,6 @@
 
 static fake_factory_t fk;
 
-static void pass_time_us(long us)
-{
-    struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 static bool timed_join(pthread_t t, long timeout_ms)
 {
     struct timespec ts;

@@ -17,13 +17,6 @@
 
 static fake_factory_t fk;
 
-static void pass_time_us(long us)
-{
-    struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 /* Join within timeout_ms; false if the thread is still running. */
 static void finish(respool_t *pool)
 {

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -44,6 +45,26 @@ static inline void pass_time_ms(long ms)
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
+}
+
+static inline void pass_time_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Await a flag another thread sets (polling every 200 us); false if it is
+ * still clear after timeout_ms. */
+static inline bool wait_flag(atomic_bool *flag, long timeout_ms)
+{
+    int64_t deadline = now_us() + (int64_t)timeout_ms * 1000;
+    while (!atomic_load(flag)) {
+        if (now_us() >= deadline)
+            return false;
+        pass_time_us(200);
+    }
+    return true;
 }
 
 static inline respool_stats_t stats_of(respool_t *pool)

@@ -38,19 +38,38 @@ void crs_register(const char *suite, const char *name, void (*fn)(void))
     tests[test_count++] = (struct test){suite, name, fn};
 }
 
-void crs_fail(const char *file, int line, const char *expression, const char *format, ...)
+/* Set in the test's child process by a failed cr_expect. */
+static bool expectation_failed;
+
+static void report_failure(const char *file, int line, const char *expression,
+                           const char *format, va_list args)
 {
     fprintf(stderr, "[----] %s:%d: Assertion failed: %s\n", file, line, expression);
     if (format && format[0]) {
-        va_list args;
-        va_start(args, format);
         fprintf(stderr, "[----]   ");
         vfprintf(stderr, format, args);
         fprintf(stderr, "\n");
-        va_end(args);
     }
     fflush(stderr);
+}
+
+void crs_fail(const char *file, int line, const char *expression, const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    report_failure(file, line, expression, format, args);
+    va_end(args);
     _exit(1);
+}
+
+void crs_expect_fail(const char *file, int line, const char *expression, const char *format,
+                     ...)
+{
+    va_list args;
+    va_start(args, format);
+    report_failure(file, line, expression, format, args);
+    va_end(args);
+    expectation_failed = true;
 }
 
 void crs_log(const char *format, ...)
@@ -113,7 +132,7 @@ int main(int argc, char **argv)
                 alarm((unsigned)timeout);
                 tests[i].fn();
                 fflush(NULL);
-                _exit(0);
+                _exit(expectation_failed ? 1 : 0);
             }
             slots[active].pid = pid;
             slots[active].index = i;

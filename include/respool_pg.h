@@ -138,7 +138,17 @@ RESPOOL_API int respool_pg_pool_create(respool_t **out, const char *conninfo,
  * NULL: nothing. */
 RESPOOL_API void respool_pg_pool_free(respool_t *pool);
 
-/* The connection of a lease (NULL for a NULL lease or an empty one). */
+/* The factory respool_pg_pool_create made for pool (for
+ * respool_pg_last_error and respool_pg_scrub); NULL for a pool it did not
+ * make, or NULL. Valid until respool_pg_pool_free(pool). */
+RESPOOL_API respool_pg_factory_t *respool_pg_pool_factory(respool_t *pool);
+
+/* The connection of a lease (NULL for a NULL lease or an empty one).
+ * Give it back with respool_checkin() in every state: reset rolls back what
+ * was left open, and a connection that broke (CONNECTION_BAD) or cannot be
+ * cleaned fails reset and is closed and replaced (stats.reset_failures).
+ * respool_destroyed() does the same without trying reset, and counts it in
+ * stats.reported_broken. */
 RESPOOL_API PGconn *respool_pg_conn(const respool_lease_t *lease);
 
 typedef bool (*respool_pg_fn)(PGconn *conn, void *arg);

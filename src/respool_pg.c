@@ -785,6 +785,20 @@ RESPOOL_API void respool_pg_pool_free(respool_t *pool)
 /* Using connections                                                         */
 /* ------------------------------------------------------------------------ */
 
+RESPOOL_API respool_pg_factory_t *respool_pg_pool_factory(respool_t *pool)
+{
+    respool_pg_factory_t *factory = NULL;
+    pthread_mutex_lock(&owned_lock);
+    for (struct owned *o = owned_list; o && pool; o = o->next) {
+        if (o->pool == pool) {
+            factory = o->factory;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&owned_lock);
+    return factory;
+}
+
 RESPOOL_API PGconn *respool_pg_conn(const respool_lease_t *lease)
 {
     return lease ? (PGconn *)lease->resource : NULL;

@@ -1,10 +1,12 @@
 # respool — build, test, install.
 #
 #   make            build/librespool.a and build/librespool.so (versioned)
-#   make check      install missing deps, build, run every test and the example
-#   make asan       the tests under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make tsan       the tests under ThreadSanitizer
-#   make demo       the main job (see README.md)
+#   make check      install missing deps, build, run every test (core and
+#                   PostgreSQL, on a throwaway server) and the examples
+#   make asan       the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make tsan       the same under ThreadSanitizer
+#   make demo       the main job: examples/pg_demo on a throwaway server
+#   make pg         build/librespool_pg.a, the PostgreSQL adapter
 #   make bench      benchmarks against the mutex/FIFO floors (QUICK=1: short)
 #   make install    PREFIX=/usr/local DESTDIR= : headers, libraries, respool.pc
 #   make clean
@@ -55,7 +57,7 @@ TEST_DEPS    :=
 endif
 EXAMPLES     := $(BUILD)/examples/handles
 
-.PHONY: all check test examples asan tsan demo bench install uninstall clean deps pg pg-check
+.PHONY: all check test examples asan tsan demo bench install uninstall clean deps pg pg-test
 
 all: $(STATIC_LIB) $(SHARED_LIB)
 
@@ -74,8 +76,10 @@ $(SHARED_LIB): $(LIB_OBJECTS)
 $(BUILD)/obj $(BUILD)/tests $(BUILD)/examples $(BUILD)/bench:
 	mkdir -p $@
 
+# Everything `make check` and `make demo` need (Criterion, libpq, a
+# PostgreSQL server): installed with apt-get when run as root.
 deps:
-	@scripts/deps.sh core
+	@scripts/deps.sh pg
 
 $(TEST_BINARY): $(TEST_SOURCES) $(TEST_SUPPORT) $(wildcard tests/support/*.h) $(TEST_DEPS) $(STATIC_LIB) | $(BUILD)/tests
 	$(CC) $(ALL_CFLAGS) $(TEST_CFLAGS) -Itests -o $@ $(TEST_SOURCES) $(TEST_SUPPORT) $(TEST_LINK) $(STATIC_LIB) $(LDSAN)
@@ -90,19 +94,23 @@ examples: $(EXAMPLES)
 test: $(TEST_BINARY)
 	$(TEST_BINARY) -j2 --timeout 120 $(RESPOOL_TEST_FLAGS)
 
-check: deps all test examples
+# deps first, on its own: the rest needs what it installs.
+check: deps
+	$(MAKE) all test examples pg-test
 	$(BUILD)/examples/handles
 
 asan:
-	$(MAKE) BUILD=build/asan SANITIZE=address,undefined CFLAGS="-O1 -g" test examples
+	$(MAKE) BUILD=build/asan SANITIZE=address,undefined CFLAGS="-O1 -g" test examples pg-test
 	build/asan/examples/handles
 
 tsan:
-	$(MAKE) BUILD=build/tsan SANITIZE=thread CFLAGS="-O1 -g" TEST_RUNNER=shim test examples
+	$(MAKE) BUILD=build/tsan SANITIZE=thread CFLAGS="-O1 -g" TEST_RUNNER=shim test examples pg-test
 	build/tsan/examples/handles
 
-demo: all $(BUILD)/examples/handles
-	$(BUILD)/examples/handles
+# The main job: examples/pg_demo on a throwaway local PostgreSQL server.
+demo: deps
+	$(MAKE) $(PG_DEMO)
+	scripts/with-pg-sandbox $(PG_DEMO)
 
 # QUICK=1: a short run (a few seconds) instead of the default (~30 s).
 BENCH_ARGS := $(if $(QUICK),0.2 3,0.5 7)
@@ -113,13 +121,17 @@ $(BUILD)/bench/core_bench: bench/core_bench.c $(STATIC_LIB) | $(BUILD)/bench
 bench: $(BUILD)/bench/core_bench
 	$(BUILD)/bench/core_bench $(BENCH_ARGS)
 
-# ---- PostgreSQL adapter (work in progress: issue 3) ----------------------
-# librespool_pg.a: src/respool_pg.c against libpq. `make pg-check` starts the
-# throwaway server (scripts/pg-sandbox), runs tests/pg, and stops it.
+# ---- PostgreSQL adapter --------------------------------------------------
+# librespool_pg.a: src/respool_pg.c against libpq. The tests in tests/pg and
+# examples/pg_demo run against the throwaway server of scripts/pg-sandbox,
+# through scripts/with-pg-sandbox (it starts the server when needed and
+# stops it again if it started it).
 PG_CFLAGS    := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
 PG_LIBS      := $(shell pkg-config --libs libpq 2>/dev/null || echo -lpq)
 PG_LIB       := $(BUILD)/librespool_pg.a
 PG_TESTS     := $(BUILD)/tests/respool_pg_tests
+PG_TEST_SOURCES := $(wildcard tests/pg/*.c)
+PG_DEMO      := $(BUILD)/examples/pg_demo
 
 $(BUILD)/obj/respool_pg.o: src/respool_pg.c include/respool_pg.h include/respool.h | $(BUILD)/obj
 	$(CC) $(LIB_CFLAGS) $(PG_CFLAGS) -c $< -o $@
@@ -128,17 +140,20 @@ $(PG_LIB): $(BUILD)/obj/respool_pg.o
 	rm -f $@
 	ar rcs $@ $^
 
-pg:
-	@scripts/deps.sh pg
-	$(MAKE) $(PG_LIB)
+$(PG_TESTS): $(PG_TEST_SOURCES) tests/pg/pg_support.h $(TEST_DEPS) $(PG_LIB) $(STATIC_LIB) | $(BUILD)/tests
+	$(CC) $(ALL_CFLAGS) $(PG_CFLAGS) $(TEST_CFLAGS) -Itests/pg -o $@ $(PG_TEST_SOURCES) \
+	    $(TEST_LINK) $(PG_LIB) $(STATIC_LIB) $(PG_LIBS) $(LDSAN)
 
-$(PG_TESTS): tests/pg/test_pg.c $(PG_LIB) $(STATIC_LIB) | $(BUILD)/tests
-	$(CC) $(ALL_CFLAGS) $(PG_CFLAGS) -o $@ $< $(PG_LIB) $(STATIC_LIB) $(PG_LIBS) -lcriterion $(LDSAN)
+$(PG_DEMO): examples/pg_demo.c include/respool_pg.h $(PG_LIB) $(STATIC_LIB) | $(BUILD)/examples
+	$(CC) $(ALL_CFLAGS) $(PG_CFLAGS) -o $@ $< $(PG_LIB) $(STATIC_LIB) $(PG_LIBS) $(LDSAN)
 
-pg-check: pg all $(PG_TESTS)
-	@url=$$(scripts/pg-sandbox start) && status=0 && \
-	RESPOOL_PG_URL="$$url" $(PG_TESTS) -j1 --timeout 120 || status=$$?; \
-	scripts/pg-sandbox stop; exit $$status
+pg: $(PG_LIB)
+
+# The Postgres half of the tests (one at a time: some restart the server),
+# then a short run of the demo.
+pg-test: $(PG_TESTS) $(PG_DEMO)
+	scripts/with-pg-sandbox $(PG_TESTS) -j1 --timeout 120 $(RESPOOL_TEST_FLAGS)
+	RESPOOL_DEMO_SECONDS=2 scripts/with-pg-sandbox $(PG_DEMO)
 
 respool.pc: respool.pc.in Makefile
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \

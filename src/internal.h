@@ -127,7 +127,7 @@ struct respool {
     int64_t retry_delay_ns;  /* the delay the next failure will draw from */
     int64_t retry_at_ns;
     uint64_t random_state;   /* xorshift64 for jitter                     */
-    char last_error[256];
+    char last_error[512];
 
     /* Life of the pool. */
     bool prefilling;         /* respool_create is waiting for `size`     */

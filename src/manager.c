@@ -96,7 +96,7 @@ static uint64_t random_below(respool_t *pool, uint64_t bound)
 typedef struct create_report {
     respool_log_level_t level;
     bool log;
-    char message[400];
+    char message[640];
 } create_report_t;
 
 /* Record the outcome of one create() (lock held). `index` is its reserved
@@ -174,7 +174,7 @@ static void run_one_create(respool_t *pool)
     } else {
         const respool_factory_t *f = &pool->factory;
         pthread_mutex_unlock(&pool->lock);
-        char error[256] = "";
+        char error[512] = "";
         void *resource = NULL;
         int rc = f->create(f->ctx, &resource, error, sizeof error);
         error[sizeof error - 1] = '\0';

@@ -5,21 +5,23 @@
  *
  *   create    non-blocking connect (PQconnectStartParams + PQconnectPoll +
  *             poll()) bounded by connect_timeout_ms as a true deadline on
- *             CLOCK_MONOTONIC. Error text is libpq's, with passwords scrubbed.
- *   validate  zero-round-trip check first (PQstatus, and if the socket is
- *             readable: PQconsumeInput to absorb a pending FATAL or EOF, e.g.
- *             after pg_terminate_backend or idle_session_timeout), then an
- *             empty-query round trip bounded by ping_timeout_ms. The core
- *             calls validate only on a connection idle longer than the
- *             config's validate_idle_ms (set from the options below) and for
- *             keepalive checks.
+ *             CLOCK_MONOTONIC. Error text is libpq's on one line, with
+ *             passwords scrubbed.
+ *   validate  on every checkout from the idle list: a zero-round-trip check
+ *             (PQstatus, and if the socket is readable: PQconsumeInput to
+ *             absorb a pending FATAL or EOF, e.g. after pg_terminate_backend
+ *             or idle_session_timeout), then, for a connection not known
+ *             good for validate_idle_ms, an empty-query round trip bounded
+ *             by ping_timeout_ms. Keepalive checks call it too.
  *   reset     on checkin: a connection in a transaction (open or failed) is
  *             rolled back; one mid-command/COPY, in pipeline mode, in an
  *             unknown state or broken is destroyed; then reset_query (if
- *             set) runs. Both are bounded by reset_timeout_ms.
+ *             set) runs. Both are bounded by reset_timeout_ms. Notifications
+ *             (LISTEN) already received are dropped.
  *   destroy   PQfinish.
  *
- * A lease's resource is the PGconn * itself (respool_pg_conn() casts it).
+ * A lease's resource is the adapter's record of the connection: get the
+ * PGconn * with respool_pg_conn(&lease), never by casting lease.resource.
  * Each connection gets the adapter's notice receiver (PQsetNoticeReceiver):
  * it prints notices on stderr as libpq's default does, but a notice
  * processor set later with PQsetNoticeProcessor is not called (set a notice
@@ -70,12 +72,15 @@ extern "C" {
  * are rejected with RESPOOL_EINVAL. */
 typedef struct respool_pg_options {
     /* Deadline for one connect attempt (all hosts of a multi-host conninfo
-     * together), TCP connect, TLS and authentication included. 0 = 5000. */
+     * together), TCP connect, TLS and authentication included. 0 = the
+     * conninfo's connect_timeout (seconds; 1 counts as 2, as in libpq) if
+     * it has one above 0, else 5000. */
     long connect_timeout_ms;
-    /* Ping a connection at checkout only if it has been idle (not known good)
-     * longer than this; copied into respool_config_t.validate_idle_ms by
-     * respool_pg_pool_create / respool_pg_config_apply. 0 = 1000;
-     * RESPOOL_PG_VALIDATE_ALWAYS = on every checkout from the idle list. */
+    /* Ping a connection at checkout only if it has not been known good (a
+     * connect, a ping or a checkin) for this long. The zero-round-trip check
+     * runs on every checkout regardless. 0 = 1000;
+     * RESPOOL_PG_VALIDATE_ALWAYS = ping on every checkout from the idle
+     * list. */
     long validate_idle_ms;
     /* Bound of the validation round trip. 0 = 2000. */
     long ping_timeout_ms;
@@ -109,8 +114,10 @@ RESPOOL_API int respool_pg_factory_init(respool_pg_factory_t **out, const char *
 /* The respool factory (callbacks + ctx) for respool_create(). */
 RESPOOL_API respool_factory_t respool_pg_factory(respool_pg_factory_t *f);
 
-/* Copy the adapter's settings that live in the core config into *cfg (today:
- * validate_idle_ms). For pools made with respool_create() directly. */
+/* Set the core config fields the adapter relies on (today: validate_idle_ms
+ * = 0, so validate runs on every checkout from the idle list and decides
+ * about the ping itself). For pools made with respool_create() directly;
+ * respool_pg_pool_create() does it. */
 RESPOOL_API void respool_pg_config_apply(const respool_pg_factory_t *f, respool_config_t *cfg);
 
 /* The text of the most recent create() failure of this factory (scrubbed),
@@ -122,7 +129,7 @@ RESPOOL_API size_t respool_pg_last_error(respool_pg_factory_t *f, char *buf, siz
 RESPOOL_API void respool_pg_factory_free(respool_pg_factory_t *f);
 
 /* Convenience: a factory plus a pool that owns it. cfg may be NULL (size 1,
- * no overflow); its validate_idle_ms is replaced by the options' value.
+ * no overflow); respool_pg_config_apply() is applied to a copy of it.
  * Returns the codes of respool_pg_factory_init and respool_create; on
  * RESPOOL_EFACTORY err holds the connect failure (scrubbed). On failure *out
  * is NULL and nothing is left allocated.

@@ -28,7 +28,7 @@ struct respool_pg_factory {
     char **vals;
     char **secrets; /* passwords to hide in messages, NULL-terminated */
     long connect_timeout_ms;
-    long validate_idle_ms; /* core value (0 = always) */
+    long validate_idle_ms; /* ping when idle at least this long (0 = always) */
     long ping_timeout_ms;
     long reset_timeout_ms;
     char *reset_query; /* NULL = none */
@@ -36,6 +36,15 @@ struct respool_pg_factory {
     char last_error[512];
     size_t last_error_len;
 };
+
+/* One pooled connection: the resource the core holds (lease->resource).
+ * Only its holder touches it (the core hands a resource to one thread at a
+ * time: a borrower, or the manager for keepalive and destroy). */
+typedef struct pg_connection {
+    PGconn *conn;
+    int64_t known_good_ms; /* when the server last answered us: connect, ping,
+                              or the last checkin (CLOCK_MONOTONIC ms) */
+} pg_connection_t;
 
 /* ------------------------------------------------------------------------ */
 /* Time                                                                      */
@@ -269,7 +278,34 @@ static int raw_secrets(const char *conninfo, char ***list, size_t *n)
     return 0;
 }
 
-/* Write a formatted, scrubbed message into err[errlen]. */
+/* Copy a libpq message into dst[dstlen] as one line, for logs: the
+ * trailing newline goes, a "\n\t" continuation (a hint) becomes a space,
+ * and a newline between the messages of several hosts becomes "; ". */
+static void one_line(const char *src, char *dst, size_t dstlen)
+{
+    struct outbuf o = {dst, dstlen, 0};
+    size_t n = strlen(src);
+    while (n > 0 && (src[n - 1] == '\n' || src[n - 1] == '\r' || src[n - 1] == ' '))
+        n--;
+    for (size_t i = 0; i < n; i++) {
+        if (src[i] == '\r')
+            continue;
+        if (src[i] == '\n') {
+            if (src[i + 1] == '\t') {
+                out_putc(&o, ' ');
+                i++;
+            } else {
+                out_puts(&o, "; ");
+            }
+            continue;
+        }
+        out_putc(&o, src[i]);
+    }
+    if (dstlen > 0)
+        dst[o.len] = '\0';
+}
+
+/* Write a formatted, scrubbed, one-line message into err[errlen]. */
 static void set_err(char *const *secrets, char *err, size_t errlen, const char *fmt, ...)
 {
     char raw[1024];
@@ -279,11 +315,9 @@ static void set_err(char *const *secrets, char *err, size_t errlen, const char *
     va_start(ap, fmt);
     vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    /* trim trailing newlines (libpq messages end with one) */
-    size_t n = strlen(raw);
-    while (n > 0 && (raw[n - 1] == '\n' || raw[n - 1] == '\r'))
-        raw[--n] = '\0';
-    scrub_into(secrets, raw, err, errlen);
+    char line[sizeof raw + 64];
+    one_line(raw, line, sizeof line);
+    scrub_into(secrets, line, err, errlen);
 }
 
 /* Copy src into dst[dstlen], truncating, always NUL-terminated (dstlen > 0). */
@@ -437,11 +471,15 @@ static int pg_create(void *ctx, void **resource, char *err, size_t errlen)
         }
         int w = wait_fd(fd, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
         if (w == 0) {
+            /* libpq's message so far: complete lines are earlier hosts'
+             * failures; an unfinished last line is the host that hung. */
             const char *prior = PQerrorMessage(c);
+            const char *end = prior ? strrchr(prior, '\n') : NULL;
+            int prior_len = end ? (int)(end - prior) : 0;
             set_err(f->secrets, msg, sizeof msg,
-                    "connection to server at \"%s\", port %s timed out after %ld ms%s%s",
+                    "connection to server at \"%s\", port %s timed out after %ld ms%s%.*s",
                     PQhost(c) ? PQhost(c) : "?", PQport(c) ? PQport(c) : "?",
-                    f->connect_timeout_ms, prior && *prior ? "; earlier: " : "",
+                    f->connect_timeout_ms, prior_len > 0 ? "; earlier: " : "", prior_len,
                     prior ? prior : "");
             goto fail;
         }
@@ -451,8 +489,15 @@ static int pg_create(void *ctx, void **resource, char *err, size_t errlen)
         }
         st = PQconnectPoll(c);
     }
+    pg_connection_t *pc = malloc(sizeof *pc);
+    if (!pc) {
+        set_err(f->secrets, msg, sizeof msg, "connect: out of memory");
+        goto fail;
+    }
     PQsetNoticeReceiver(c, notice_receiver, NULL);
-    *resource = c;
+    pc->conn = c;
+    pc->known_good_ms = now_ms();
+    *resource = pc;
     return 0;
 
 fail:
@@ -467,24 +512,36 @@ fail:
 static void pg_destroy(void *ctx, void *resource)
 {
     (void)ctx;
-    PQfinish(resource);
+    pg_connection_t *pc = resource;
+    PQfinish(pc->conn);
+    free(pc);
 }
 
+/* Called on every checkout from the idle list (the adapter's pools use the
+ * core's validate_idle_ms = 0) and by keepalive: the zero-round-trip check
+ * always, the ping only for a connection not known good for
+ * validate_idle_ms. */
 static bool pg_validate(void *ctx, void *resource)
 {
     respool_pg_factory_t *f = ctx;
-    PGconn *c = resource;
+    pg_connection_t *pc = resource;
+    PGconn *c = pc->conn;
     if (PQtransactionStatus(c) != PQTRANS_IDLE || !precheck(c))
         return false;
-    /* Due (the core calls us only for a connection idle long enough): one
-     * round trip with the empty query. */
-    return exec_bounded(c, "", now_ms() + f->ping_timeout_ms);
+    int64_t now = now_ms();
+    if (f->validate_idle_ms > 0 && now - pc->known_good_ms < f->validate_idle_ms)
+        return true;
+    if (!exec_bounded(c, "", now + f->ping_timeout_ms))
+        return false;
+    pc->known_good_ms = now_ms();
+    return true;
 }
 
 static bool pg_reset(void *ctx, void *resource)
 {
     respool_pg_factory_t *f = ctx;
-    PGconn *c = resource;
+    pg_connection_t *pc = resource;
+    PGconn *c = pc->conn;
 
     if (PQstatus(c) != CONNECTION_OK)
         return false;
@@ -516,7 +573,14 @@ static bool pg_reset(void *ctx, void *resource)
         return false;
     if (f->reset_query && !exec_bounded(c, f->reset_query, now_ms() + f->reset_timeout_ms))
         return false;
-    return PQtransactionStatus(c) == PQTRANS_IDLE;
+    if (PQtransactionStatus(c) != PQTRANS_IDLE)
+        return false;
+    /* Notifications (LISTEN) already received were for this borrower. */
+    PGnotify *n;
+    while ((n = PQnotifies(c)) != NULL)
+        PQfreemem(n);
+    pc->known_good_ms = now_ms();
+    return true;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -529,6 +593,22 @@ static int check_duration(long v, long dflt, long *out)
         return -1;
     *out = v ? v : dflt;
     return 0;
+}
+
+/* With options.connect_timeout_ms unset, libpq's own connect_timeout key
+ * (seconds; as in libpq, 1 counts as 2, and 0 or less means the default
+ * here, never an endless wait) sets the deadline of one connect attempt. */
+static void conninfo_connect_timeout(respool_pg_factory_t *f)
+{
+    for (size_t i = 0; f->keys[i]; i++) {
+        if (strcmp(f->keys[i], "connect_timeout") != 0)
+            continue;
+        char *end;
+        errno = 0;
+        long seconds = strtol(f->vals[i], &end, 10);
+        if (errno == 0 && end != f->vals[i] && seconds > 0 && seconds <= MAX_DURATION_MS / 1000)
+            f->connect_timeout_ms = (seconds < 2 ? 2 : seconds) * 1000;
+    }
 }
 
 RESPOOL_API void respool_pg_factory_free(respool_pg_factory_t *f)
@@ -639,6 +719,8 @@ RESPOOL_API int respool_pg_factory_init(respool_pg_factory_t **out, const char *
             secrets_add(&raw, &nraw, o->val, strlen(o->val)) != 0)
             goto out;
     }
+    if (opt->connect_timeout_ms == 0)
+        conninfo_connect_timeout(f);
     f->secrets = raw;
     raw = NULL;
     if (!f->secrets) { /* always an array, possibly empty */
@@ -674,8 +756,10 @@ RESPOOL_API respool_factory_t respool_pg_factory(respool_pg_factory_t *f)
 
 RESPOOL_API void respool_pg_config_apply(const respool_pg_factory_t *f, respool_config_t *cfg)
 {
+    /* validate on every checkout from the idle list: pg_validate does the
+     * zero-round-trip check each time and decides about the ping itself. */
     if (f && cfg)
-        cfg->validate_idle_ms = f->validate_idle_ms;
+        cfg->validate_idle_ms = 0;
 }
 
 RESPOOL_API size_t respool_pg_last_error(respool_pg_factory_t *f, char *buf, size_t buflen)
@@ -801,7 +885,9 @@ RESPOOL_API respool_pg_factory_t *respool_pg_pool_factory(respool_t *pool)
 
 RESPOOL_API PGconn *respool_pg_conn(const respool_lease_t *lease)
 {
-    return lease ? (PGconn *)lease->resource : NULL;
+    if (!lease || !lease->resource)
+        return NULL;
+    return ((const pg_connection_t *)lease->resource)->conn;
 }
 
 RESPOOL_API int respool_pg_run(respool_t *pool, long timeout_ms, respool_pg_fn fn, void *arg)

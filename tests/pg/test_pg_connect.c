@@ -140,6 +140,7 @@ Test(pg, nothing_listening, .timeout = 30)
     cr_expect_null(pool);
     cr_expect_lt(took, 1000, "took %lld ms", (long long)took);
     cr_expect(strstr(err, "refused") != NULL, "err: %s", err);
+    cr_expect(strchr(err, '\n') == NULL, "one line: %s", err);
     expect_no_secret("err", err);
 }
 
@@ -185,7 +186,9 @@ Test(pg, malformed_conninfo, .timeout = 30)
 
 /* A server that accepts TCP connections (the kernel completes the handshake
  * into the backlog) and never answers: create fails at the deadline. */
-Test(pg, black_hole_times_out, .timeout = 30)
+/* A listening socket that never answers: the kernel completes the TCP
+ * handshake into the backlog, and nothing more happens. */
+static int black_hole(int *port)
 {
     int s = socket(AF_INET, SOCK_STREAM, 0);
     cr_assert(s >= 0);
@@ -197,24 +200,47 @@ Test(pg, black_hole_times_out, .timeout = 30)
     cr_assert_eq(listen(s, 16), 0);
     socklen_t len = sizeof a;
     cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return s;
+}
 
+/* Create against a black hole: fails at the deadline (expected_ms), with
+ * a one-line message that says so and shows no password. */
+static void expect_black_hole_timeout(const char *extra, const respool_pg_options_t *opt,
+                                      int64_t expected_ms)
+{
+    int port;
+    int s = black_hole(&port);
     char url[256], err[1024] = "";
     snprintf(url, sizeof url, "host=127.0.0.1 port=%d dbname=respool user=respool "
-                              "password=" SECRET, ntohs(a.sin_port));
-    respool_pg_options_t opt = {0};
-    opt.connect_timeout_ms = 300;
+                              "password=" SECRET " %s", port, extra);
     respool_config_t cfg = quiet_cfg(1, 0);
     respool_t *pool = NULL;
     int64_t t0 = mono_ms();
-    int rc = respool_pg_pool_create(&pool, url, &cfg, &opt, err, sizeof err);
+    int rc = respool_pg_pool_create(&pool, url, &cfg, opt, err, sizeof err);
     int64_t took = mono_ms() - t0;
     close(s);
     cr_expect_eq(rc, RESPOOL_EFACTORY, "rc %s", respool_strerror(rc));
     cr_expect_null(pool);
-    cr_expect_geq(took, 300, "took %lld ms", (long long)took);
-    cr_expect_lt(took, 300 + 700, "took %lld ms", (long long)took);
+    cr_expect_geq(took, expected_ms, "took %lld ms", (long long)took);
+    cr_expect_lt(took, expected_ms + 700, "took %lld ms", (long long)took);
     cr_expect(strstr(err, "timed out") != NULL, "err: %s", err);
+    cr_expect(strchr(err, '\n') == NULL, "one line: %s", err);
+    cr_expect(strstr(err, "earlier") == NULL, "no dangling fragment: %s", err);
     expect_no_secret("err", err);
+}
+
+Test(pg, black_hole_times_out, .timeout = 30)
+{
+    respool_pg_options_t opt = {0};
+    opt.connect_timeout_ms = 300;
+    expect_black_hole_timeout("", &opt, 300);
+}
+
+/* Without the option, libpq's connect_timeout key (seconds) sets it. */
+Test(pg, conninfo_connect_timeout_honoured, .timeout = 30)
+{
+    expect_black_hole_timeout("connect_timeout=2", NULL, 2000);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -75,6 +75,45 @@ Test(pg, terminated_backends_replaced, .timeout = 60)
     shutdown_and_check_balanced(pool);
 }
 
+/* The same with the default options, right after checkin (well inside
+ * validate_idle_ms, so no ping is due): the zero-round-trip check on every
+ * checkout still sees the termination, and the connection is replaced. */
+Test(pg, terminated_inside_ping_window_replaced, .timeout = 30)
+{
+    respool_t *pool = make_pool(pg_url(), 1, 0, NULL);
+    respool_lease_t l;
+    int pid = PQbackendPID(checkout(pool, &l));
+    cr_assert_eq(respool_checkin(pool, &l), RESPOOL_OK);
+
+    PGconn *side = side_conn(pg_url());
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)", pid);
+    exec_ok(side, sql);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid = %d", pid);
+    int64_t deadline = mono_ms() + 10000;
+    for (;;) {
+        char *v = query1(side, sql);
+        bool gone = strcmp(v, "0") == 0;
+        free(v);
+        if (gone)
+            break;
+        cr_assert(mono_ms() < deadline, "backend still alive after 10 s");
+        exec_ok(side, "SELECT pg_sleep(0.01)"); /* polling a condition, bounded */
+    }
+    PQfinish(side);
+
+    PGconn *c = checkout(pool, &l);
+    cr_expect_neq(PQbackendPID(c), pid, "the terminated connection was handed out");
+    char *v = query1(c, "SELECT 1");
+    cr_expect_str_eq(v, "1");
+    free(v);
+    cr_assert_eq(respool_checkin(pool, &l), RESPOOL_OK);
+    respool_stats_t s = stats_of(pool);
+    cr_expect_eq(s.validate_failures, 1);
+    cr_expect_eq(s.created, 2);
+    shutdown_and_check_balanced(pool);
+}
+
 /* ------------------------------------------------------------------------ */
 /* A backend that stops answering: the ping times out, the connection is    */
 /* replaced                                                                  */

@@ -171,3 +171,28 @@ Test(pg, failing_reset_query_destroys, .timeout = 30)
     cr_expect_eq(stats_of(pool).reset_failures, 2);
     shutdown_and_check_balanced(pool);
 }
+
+/* A notification that reached the connection while one borrower held it is
+ * not delivered to the next one. */
+Test(pg, notifications_do_not_leak, .timeout = 30)
+{
+    respool_t *pool = make_pool(pg_url(), 1, 0, NULL);
+    respool_lease_t l;
+    PGconn *c = checkout(pool, &l);
+    int pid = PQbackendPID(c);
+    exec_ok(c, "LISTEN respool_channel");
+    /* A session's own NOTIFY comes back with the reply to it (at commit):
+     * after PQexec it waits in libpq's queue, which this borrower never
+     * reads. */
+    exec_ok(c, "NOTIFY respool_channel, 'for the first borrower'");
+    cr_assert_eq(respool_checkin(pool, &l), RESPOOL_OK);
+
+    c = checkout(pool, &l);
+    cr_expect_eq(PQbackendPID(c), pid, "the same connection is reused");
+    PGnotify *n = PQnotifies(c);
+    cr_expect_null(n, "the next borrower got a notification: %s", n ? n->extra : "");
+    if (n)
+        PQfreemem(n);
+    cr_assert_eq(respool_checkin(pool, &l), RESPOOL_OK);
+    shutdown_and_check_balanced(pool);
+}

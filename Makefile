@@ -9,6 +9,7 @@
 #   make pg         build/librespool_pg.a, the PostgreSQL adapter
 #   make bench      benchmarks against the mutex/FIFO floors (QUICK=1: short)
 #   make install    PREFIX=/usr/local DESTDIR= : headers, libraries, respool.pc
+#   make install-pg the same plus the PostgreSQL adapter (respool_pg.pc)
 #   make clean
 
 VERSION      := 0.1.0
@@ -57,7 +58,7 @@ TEST_DEPS    :=
 endif
 EXAMPLES     := $(BUILD)/examples/handles
 
-.PHONY: all check test examples asan tsan demo bench install uninstall clean deps pg pg-test
+.PHONY: all check test examples asan tsan demo bench install install-pg uninstall clean deps pg pg-test
 
 all: $(STATIC_LIB) $(SHARED_LIB)
 
@@ -155,11 +156,11 @@ pg-test: $(PG_TESTS) $(PG_DEMO)
 	scripts/with-pg-sandbox $(PG_TESTS) -j1 --timeout 120 $(RESPOOL_TEST_FLAGS)
 	RESPOOL_DEMO_SECONDS=2 scripts/with-pg-sandbox $(PG_DEMO)
 
-respool.pc: respool.pc.in Makefile
+$(BUILD)/%.pc: %.pc.in Makefile
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $(BUILD)/respool.pc
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
-install: all respool.pc
+install: all $(BUILD)/respool.pc
 	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
 	install -m 644 include/respool.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/
@@ -168,9 +169,17 @@ install: all respool.pc
 	ln -sf librespool.so.$(VERSION) $(DESTDIR)$(LIBDIR)/librespool.so
 	install -m 644 $(BUILD)/respool.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
 
+# The PostgreSQL adapter: respool_pg.h, librespool_pg.a, respool_pg.pc
+# (pkg-config --libs respool_pg pulls in respool and libpq).
+install-pg: install $(PG_LIB) $(BUILD)/respool_pg.pc
+	install -m 644 include/respool_pg.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 $(PG_LIB) $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(BUILD)/respool_pg.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+
 uninstall:
-	rm -f $(DESTDIR)$(INCLUDEDIR)/respool.h $(DESTDIR)$(LIBDIR)/librespool.* \
-	      $(DESTDIR)$(LIBDIR)/pkgconfig/respool.pc
+	rm -f $(DESTDIR)$(INCLUDEDIR)/respool.h $(DESTDIR)$(INCLUDEDIR)/respool_pg.h \
+	      $(DESTDIR)$(LIBDIR)/librespool.* $(DESTDIR)$(LIBDIR)/librespool_pg.a \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/respool.pc $(DESTDIR)$(LIBDIR)/pkgconfig/respool_pg.pc
 
 clean:
 	rm -rf build

@@ -168,8 +168,8 @@ PGconn *side_conn(const char *conninfo)
     return c;
 }
 
-/* A TCP port on 127.0.0.1 where nothing listens (bound, then closed). */
-int closed_port(void)
+/* A TCP socket bound to a free port on 127.0.0.1; *port is that port. */
+static int loopback_socket(int *port)
 {
     int s = socket(AF_INET, SOCK_STREAM, 0);
     cr_assert(s >= 0);
@@ -180,8 +180,47 @@ int closed_port(void)
     cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof a), 0);
     socklen_t len = sizeof a;
     cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &len), 0);
-    close(s);
-    return ntohs(a.sin_port);
+    *port = ntohs(a.sin_port);
+    return s;
+}
+
+int closed_port(void)
+{
+    int port;
+    close(loopback_socket(&port));
+    return port;
+}
+
+int black_hole(int *port)
+{
+    int s = loopback_socket(port);
+    cr_assert_eq(listen(s, 16), 0);
+    return s;
+}
+
+void terminate_backends(const int *pids, int n)
+{
+    char list[512] = "";
+    size_t len = 0;
+    for (int i = 0; i < n && len < sizeof list - 16; i++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", i ? "," : "", pids[i]);
+    PGconn *side = side_conn(pg_url());
+    char sql[700];
+    snprintf(sql, sizeof sql,
+             "SELECT count(pg_terminate_backend(p)) FROM unnest(ARRAY[%s]) AS p", list);
+    exec_ok(side, sql);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid IN (%s)", list);
+    int64_t deadline = mono_ms() + 10000;
+    for (;;) {
+        char *v = query1(side, sql);
+        bool gone = strcmp(v, "0") == 0;
+        free(v);
+        if (gone)
+            break;
+        cr_assert(mono_ms() < deadline, "backends %s still alive after 10 s", list);
+        exec_ok(side, "SELECT pg_sleep(0.01)"); /* polling a condition, bounded */
+    }
+    PQfinish(side);
 }
 
 bool pg_is_sandbox(void)

@@ -72,6 +72,14 @@ PGconn *side_conn(const char *conninfo);
 /* A TCP port on 127.0.0.1 where nothing listens (bound, then closed). */
 int closed_port(void);
 
+/* A listening socket on 127.0.0.1 that never answers (the kernel completes
+ * the TCP handshake into its backlog); *port is its port. Close it after. */
+int black_hole(int *port);
+
+/* pg_terminate_backend() each pid (from a side connection) and wait, up to
+ * 10 s, until they are gone from pg_stat_activity. */
+void terminate_backends(const int *pids, int n);
+
 /* Is the server under test the sandbox of this checkout (so a test may stop
  * and restart it with scripts/pg-sandbox)? */
 bool pg_is_sandbox(void);

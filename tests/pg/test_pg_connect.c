@@ -5,12 +5,9 @@
  */
 #include "pg_support.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
@@ -186,23 +183,6 @@ Test(pg, malformed_conninfo, .timeout = 30)
 
 /* A server that accepts TCP connections (the kernel completes the handshake
  * into the backlog) and never answers: create fails at the deadline. */
-/* A listening socket that never answers: the kernel completes the TCP
- * handshake into the backlog, and nothing more happens. */
-static int black_hole(int *port)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert(s >= 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof a), 0);
-    cr_assert_eq(listen(s, 16), 0);
-    socklen_t len = sizeof a;
-    cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &len), 0);
-    *port = ntohs(a.sin_port);
-    return s;
-}
 
 /* Create against a black hole: fails at the deadline (expected_ms), with
  * a one-line message that says so and shows no password. */

@@ -32,28 +32,7 @@ Test(pg, terminated_backends_replaced, .timeout = 60)
     for (int i = 0; i < N; i++)
         cr_assert_eq(respool_checkin(pool, &l[i]), RESPOOL_OK);
 
-    /* Terminate them from outside, and wait until they are gone. */
-    PGconn *side = side_conn(pg_url());
-    char sql[512];
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM (SELECT pg_terminate_backend(p) FROM unnest("
-             "ARRAY[%d,%d,%d]) AS p) x",
-             pids[0], pids[1], pids[2]);
-    exec_ok(side, sql);
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM pg_stat_activity WHERE pid IN (%d,%d,%d)", pids[0],
-             pids[1], pids[2]);
-    int64_t deadline = mono_ms() + 10000;
-    for (;;) {
-        char *v = query1(side, sql);
-        bool gone = strcmp(v, "0") == 0;
-        free(v);
-        if (gone)
-            break;
-        cr_assert(mono_ms() < deadline, "backends still alive after 10 s");
-        exec_ok(side, "SELECT pg_sleep(0.01)"); /* polling a condition, bounded */
-    }
-    PQfinish(side);
+    terminate_backends(pids, N);
 
     /* Every checkout now gets a working, new connection. */
     for (int i = 0; i < N; i++) {
@@ -85,22 +64,7 @@ Test(pg, terminated_inside_ping_window_replaced, .timeout = 30)
     int pid = PQbackendPID(checkout(pool, &l));
     cr_assert_eq(respool_checkin(pool, &l), RESPOOL_OK);
 
-    PGconn *side = side_conn(pg_url());
-    char sql[256];
-    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)", pid);
-    exec_ok(side, sql);
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid = %d", pid);
-    int64_t deadline = mono_ms() + 10000;
-    for (;;) {
-        char *v = query1(side, sql);
-        bool gone = strcmp(v, "0") == 0;
-        free(v);
-        if (gone)
-            break;
-        cr_assert(mono_ms() < deadline, "backend still alive after 10 s");
-        exec_ok(side, "SELECT pg_sleep(0.01)"); /* polling a condition, bounded */
-    }
-    PQfinish(side);
+    terminate_backends(&pid, 1);
 
     PGconn *c = checkout(pool, &l);
     cr_expect_neq(PQbackendPID(c), pid, "the terminated connection was handed out");

@@ -18,7 +18,9 @@
  *             unknown state or broken is destroyed; then reset_query (if
  *             set) runs. Both are bounded by reset_timeout_ms. Notifications
  *             (LISTEN) already received are dropped.
- *   destroy   PQfinish.
+ *   destroy   PQfinish; a connection still mid-command or in a pipeline has
+ *             its socket shut down first, so unsent data (COPY rows) cannot
+ *             make PQfinish wait for a backend that is not reading.
  *
  * A lease's resource is the adapter's record of the connection: get the
  * PGconn * with respool_pg_conn(&lease), never by casting lease.resource.
@@ -131,7 +133,10 @@ RESPOOL_API void respool_pg_factory_free(respool_pg_factory_t *f);
 /* Convenience: a factory plus a pool that owns it. cfg may be NULL (size 1,
  * no overflow); respool_pg_config_apply() is applied to a copy of it.
  * Returns the codes of respool_pg_factory_init and respool_create; on
- * RESPOOL_EFACTORY err holds the connect failure (scrubbed). On failure *out
+ * RESPOOL_EFACTORY err holds the connect failure (scrubbed). RESPOOL_EINVAL
+ * also when 0 < cfg->keepalive_ms < the options' validate_idle_ms: keepalive
+ * runs validate, which pings only connections not known good for
+ * validate_idle_ms, so such a keepalive would never ping. On failure *out
  * is NULL and nothing is left allocated.
  * Free the pool with respool_pg_pool_free() (respool_free() alone would leak
  * the factory). */
@@ -155,7 +160,9 @@ RESPOOL_API respool_pg_factory_t *respool_pg_pool_factory(respool_t *pool);
  * was left open, and a connection that broke (CONNECTION_BAD) or cannot be
  * cleaned fails reset and is closed and replaced (stats.reset_failures).
  * respool_destroyed() does the same without trying reset, and counts it in
- * stats.reported_broken. */
+ * stats.reported_broken. As with any resource, the PGconn * is the lease
+ * holder's only until checkin: a copy of the lease kept after it is stale,
+ * and respool_pg_conn() on it reads freed memory. */
 RESPOOL_API PGconn *respool_pg_conn(const respool_lease_t *lease);
 
 typedef bool (*respool_pg_fn)(PGconn *conn, void *arg);
@@ -171,8 +178,10 @@ RESPOOL_API int respool_pg_run(respool_t *pool, long timeout_ms, respool_pg_fn f
 /* Copy src into dst[dstlen] (always NUL-terminated when dstlen > 0) with
  * password values hidden: "password=..." values (quoted or not), the
  * password part of URIs (scheme://user:PASSWORD@) and every occurrence of
- * the conninfo's password(s) known to the factory f (may be NULL). Returns
- * dst. */
+ * the conninfo's password(s) known to the factory f (may be NULL): as
+ * written, decoded (%XX, backslash escapes), and the pieces libpq may echo
+ * when it splits a URI password at '/', '?', '#' or ':'. src and dst may
+ * overlap (in-place scrubbing works). Returns dst. */
 RESPOOL_API char *respool_pg_scrub(const respool_pg_factory_t *f, const char *src, char *dst,
                                    size_t dstlen);
 

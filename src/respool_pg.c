@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000L
@@ -112,8 +113,10 @@ static bool is_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
-/* Length of a "password" value starting at s (after '=' and spaces): a quoted
- * '...' string with backslash escapes, or up to a separator. */
+/* Length of a "password" value starting at s (after '=' and spaces) in a
+ * message: a quoted '...' string with backslash escapes, or up to
+ * whitespace (a backslash escapes the next character, as in libpq), '&'
+ * (URI query) or '"' (libpq quotes what it echoes). */
 static size_t value_len(const char *s)
 {
     size_t i = 0;
@@ -123,8 +126,9 @@ static size_t value_len(const char *s)
                 i++;
         return s[i] ? i + 1 : i;
     }
-    while (s[i] && !is_space(s[i]) && s[i] != '&' && s[i] != '"' && s[i] != '\'')
-        i++;
+    for (; s[i] && !is_space(s[i]) && s[i] != '&' && s[i] != '"'; i++)
+        if (s[i] == '\\' && s[i + 1])
+            i++;
     return i;
 }
 
@@ -146,7 +150,9 @@ static size_t password_key_len(const char *s)
 }
 
 /* At s: "://" user ":" PASSWORD "@" — set *colon (offset of the ':') and
- * return the offset of the '@', or 0. */
+ * return the offset of the '@', or 0. As libpq, the user info ends at the
+ * first '@' before any '/'; whitespace and '"' end it too (a URI quoted in
+ * a message). */
 static size_t uri_userinfo(const char *s, size_t *colon)
 {
     if (strncmp(s, "://", 3) != 0)
@@ -158,7 +164,7 @@ static size_t uri_userinfo(const char *s, size_t *colon)
             *colon = c;
             return c ? i : 0;
         }
-        if (ch == '/' || ch == '?' || ch == '"' || is_space(ch))
+        if (ch == '/' || ch == '"' || is_space(ch))
             return 0;
         if (ch == ':' && !c)
             c = i;
@@ -166,24 +172,38 @@ static size_t uri_userinfo(const char *s, size_t *colon)
     return 0;
 }
 
-static size_t scrub_into(char *const *secrets, const char *src, char *dst, size_t dstlen)
+/* Length of the longest known secret at s (secrets are sorted longest
+ * first), or 0. */
+static size_t secret_at(char *const *secrets, const char *s)
 {
-    struct outbuf o = {.dst = dst, .cap = dstlen, .len = 0};
+    for (char *const *p = secrets; p && *p; p++) {
+        size_t n = strlen(*p);
+        if (strncmp(s, *p, n) == 0)
+            return n;
+    }
+    return 0;
+}
+
+/* Copy src to the outbuf with passwords masked: password=VALUE,
+ * scheme://user:PASSWORD@, and every known secret anywhere. */
+static void scrub_to(char *const *secrets, const char *src, struct outbuf *o)
+{
     size_t i = 0;
-    if (!src)
-        src = "";
     while (src[i]) {
         size_t k;
-        /* password=value */
+        /* password=value (also sslpassword=, and ?password= in URIs) */
         if ((i == 0 || !((src[i - 1] >= 'a' && src[i - 1] <= 'z') ||
-                         (src[i - 1] >= 'A' && src[i - 1] <= 'Z') || src[i - 1] == '_')) &&
+                         (src[i - 1] >= 'A' && src[i - 1] <= 'Z') || src[i - 1] == '_' ||
+                         src[i - 1] == '%')) &&
             (k = password_key_len(src + i)) > 0) {
             for (size_t j = 0; j < k; j++)
-                out_putc(&o, src[i + j]);
+                out_putc(o, src[i + j]);
             i += k;
-            size_t v = value_len(src + i);
+            size_t v = value_len(src + i), known = secret_at(secrets, src + i);
+            if (known > v)
+                v = known;
             if (v > 0)
-                out_puts(&o, MASK);
+                out_puts(o, MASK);
             i += v;
             continue;
         }
@@ -191,26 +211,28 @@ static size_t scrub_into(char *const *secrets, const char *src, char *dst, size_
         size_t colon = 0, at;
         if ((at = uri_userinfo(src + i, &colon)) > 0) {
             for (size_t j = 0; j <= colon; j++)
-                out_putc(&o, src[i + j]);
-            out_puts(&o, MASK);
+                out_putc(o, src[i + j]);
+            out_puts(o, MASK);
             i += at; /* the '@' is copied next */
-            out_putc(&o, src[i++]);
+            out_putc(o, src[i++]);
             continue;
         }
         /* a known password anywhere */
-        bool hit = false;
-        for (char *const *s = secrets; s && *s; s++) {
-            size_t n = strlen(*s);
-            if (n > 0 && strncmp(src + i, *s, n) == 0) {
-                out_puts(&o, MASK);
-                i += n;
-                hit = true;
-                break;
-            }
+        if ((k = secret_at(secrets, src + i)) > 0) {
+            out_puts(o, MASK);
+            i += k;
+            continue;
         }
-        if (!hit)
-            out_putc(&o, src[i++]);
+        out_putc(o, src[i++]);
     }
+}
+
+/* scrub_to into dst[dstlen] (NUL-terminated when dstlen > 0); returns the
+ * length written. */
+static size_t scrub_into(char *const *secrets, const char *src, char *dst, size_t dstlen)
+{
+    struct outbuf o = {.dst = dst, .cap = dstlen, .len = 0};
+    scrub_to(secrets, src ? src : "", &o);
     if (o.cap > 0)
         o.dst[o.len] = '\0';
     return o.len;
@@ -221,6 +243,21 @@ RESPOOL_API char *respool_pg_scrub(const respool_pg_factory_t *f, const char *sr
 {
     if (!dst || dstlen == 0)
         return dst;
+    if (!src)
+        src = "";
+    /* The mask may be longer than what it hides: scrubbing in place would
+     * overtake the input. Work on a copy when the buffers overlap. */
+    size_t srclen = strlen(src);
+    if (src < dst + dstlen && dst < src + srclen + 1) {
+        char *copy = strdup(src);
+        if (!copy) {
+            dst[0] = '\0';
+            return dst;
+        }
+        scrub_into(f ? f->secrets : NULL, copy, dst, dstlen);
+        free(copy);
+        return dst;
+    }
     scrub_into(f ? f->secrets : NULL, src, dst, dstlen);
     return dst;
 }
@@ -236,6 +273,7 @@ static int secrets_add(char ***list, size_t *n, const char *s, size_t len)
     char **grown = realloc(*list, (*n + 2) * sizeof *grown);
     if (!grown)
         return -1;
+    grown[*n] = NULL; /* a valid list even if the copy below fails */
     *list = grown;
     char *copy = malloc(len + 1);
     if (!copy)
@@ -256,26 +294,135 @@ static void strv_free(char **v)
     free(v);
 }
 
-/* The password-looking parts of a raw conninfo (which may be malformed):
- * password=value (raw and unquoted) and the URI user:password@ part. */
-static int raw_secrets(const char *conninfo, char ***list, size_t *n)
+static int hex_value(char c)
 {
-    for (size_t i = 0; conninfo[i]; i++) {
-        size_t k, colon = 0, at;
-        if ((k = password_key_len(conninfo + i)) > 0) {
-            const char *v = conninfo + i + k;
-            size_t len = value_len(v);
-            if (secrets_add(list, n, v, len) != 0)
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Add a secret as written and in the forms libpq may echo it in: with
+ * %XX and backslash escapes decoded, and (for one that libpq may split at a
+ * URI delimiter) each piece of 3 or more characters. */
+static int secrets_add_forms(char ***list, size_t *n, const char *s, size_t len)
+{
+    if (len == 0)
+        return 0;
+    if (secrets_add(list, n, s, len) != 0)
+        return -1;
+    char *decoded = malloc(len + 1);
+    if (!decoded)
+        return -1;
+    size_t d = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '%' && i + 2 < len && hex_value(s[i + 1]) >= 0 &&
+            hex_value(s[i + 2]) >= 0) {
+            decoded[d++] = (char)(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
+            i += 2;
+        } else if (s[i] == '\\' && i + 1 < len) {
+            decoded[d++] = s[++i];
+        } else {
+            decoded[d++] = s[i];
+        }
+    }
+    int rc = secrets_add(list, n, decoded, d);
+    free(decoded);
+    if (rc != 0)
+        return -1;
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i == len || strchr("/?#:@&\"' ", s[i])) {
+            if (i - start >= 3 && i - start < len && secrets_add(list, n, s + start, i - start) != 0)
                 return -1;
-            if (len >= 2 && v[0] == '\'' &&
-                secrets_add(list, n, v + 1, len - (v[len - 1] == '\'' ? 2 : 1)) != 0)
-                return -1;
-        } else if ((at = uri_userinfo(conninfo + i, &colon)) > 0) {
-            if (secrets_add(list, n, conninfo + i + colon + 1, at - colon - 1) != 0)
-                return -1;
+            start = i + 1;
         }
     }
     return 0;
+}
+
+/* The password-looking parts of a raw conninfo (which may be malformed, and
+ * whose echo in libpq's parse errors must not show them):
+ *  - password=VALUE (and sslpassword=): up to unescaped whitespace, or in a
+ *    URI query up to '&', with the quotes and without;
+ *  - a URI query key that decodes to password or sslpassword (pass%77ord);
+ *  - the URI user info's password, read both as libpq does (to the first
+ *    '@') and conservatively (to the last '@', '/' included). */
+static int raw_secrets(const char *conninfo, char ***list, size_t *n)
+{
+    bool uri = strncmp(conninfo, "postgresql://", 13) == 0 ||
+               strncmp(conninfo, "postgres://", 11) == 0;
+    for (size_t i = 0; conninfo[i]; i++) {
+        size_t k;
+        if ((k = password_key_len(conninfo + i)) > 0) {
+            const char *v = conninfo + i + k;
+            size_t len = 0;
+            if (uri) {
+                while (v[len] && v[len] != '&' && v[len] != '#' && !is_space(v[len]))
+                    len++;
+            } else if (v[0] == '\'') {
+                len = value_len(v);
+            } else { /* libpq: up to unescaped whitespace */
+                while (v[len] && !is_space(v[len]))
+                    len += v[len] == '\\' && v[len + 1] ? 2 : 1;
+            }
+            if (secrets_add_forms(list, n, v, len) != 0)
+                return -1;
+            if (len >= 2 && v[0] == '\'' &&
+                secrets_add_forms(list, n, v + 1, len - (v[len - 1] == '\'' ? 2 : 1)) != 0)
+                return -1;
+        }
+        if (uri && (conninfo[i] == '?' || conninfo[i] == '&')) {
+            /* a query parameter: decode its key */
+            const char *key = conninfo + i + 1;
+            const char *eq = strchr(key, '=');
+            size_t keylen = eq ? (size_t)(eq - key) : 0;
+            char decoded[32];
+            size_t d = 0;
+            for (size_t j = 0; j < keylen && d < sizeof decoded - 1; j++) {
+                if (key[j] == '%' && j + 2 < keylen && hex_value(key[j + 1]) >= 0 &&
+                    hex_value(key[j + 2]) >= 0) {
+                    decoded[d++] = (char)(hex_value(key[j + 1]) * 16 + hex_value(key[j + 2]));
+                    j += 2;
+                } else {
+                    decoded[d++] = key[j];
+                }
+            }
+            decoded[d] = '\0';
+            if (eq && (strcasecmp(decoded, "password") == 0 ||
+                       strcasecmp(decoded, "sslpassword") == 0)) {
+                size_t len = strcspn(eq + 1, "&#");
+                if (secrets_add_forms(list, n, eq + 1, len) != 0)
+                    return -1;
+            }
+        }
+    }
+    if (uri) {
+        const char *info = strstr(conninfo, "://") + 3;
+        const char *colon = strchr(info, ':');
+        const char *first_at = strchr(info, '@');
+        const char *last_at = strrchr(info, '@');
+        if (colon && first_at && colon < first_at) {
+            const char *slash = strchr(info, '/');
+            if ((!slash || first_at < slash) &&
+                secrets_add_forms(list, n, colon + 1, (size_t)(first_at - colon - 1)) != 0)
+                return -1;
+        }
+        if (colon && last_at && colon < last_at &&
+            secrets_add_forms(list, n, colon + 1, (size_t)(last_at - colon - 1)) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* qsort: longer secrets first, so the longest match is masked whole. */
+static int longer_first(const void *a, const void *b)
+{
+    size_t la = strlen(*(char *const *)a), lb = strlen(*(char *const *)b);
+    return la < lb ? 1 : la > lb ? -1 : 0;
 }
 
 /* Copy a libpq message into dst[dstlen] as one line, for logs: the
@@ -305,21 +452,6 @@ static void one_line(const char *src, char *dst, size_t dstlen)
         dst[o.len] = '\0';
 }
 
-/* Write a formatted, scrubbed, one-line message into err[errlen]. */
-static void set_err(char *const *secrets, char *err, size_t errlen, const char *fmt, ...)
-{
-    char raw[1024];
-    va_list ap;
-    if (!err || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(raw, sizeof raw, fmt, ap);
-    va_end(ap);
-    char line[sizeof raw + 64];
-    one_line(raw, line, sizeof line);
-    scrub_into(secrets, line, err, errlen);
-}
-
 /* Copy src into dst[dstlen], truncating, always NUL-terminated (dstlen > 0). */
 static void copy_str(char *dst, size_t dstlen, const char *src)
 {
@@ -329,6 +461,36 @@ static void copy_str(char *dst, size_t dstlen, const char *src)
     memcpy(dst, src, n);
     dst[n] = '\0';
 }
+
+/* Write a formatted, scrubbed, one-line message into err[errlen]. The
+ * whole text is scrubbed before it is cut to size, so a cut cannot leave
+ * part of a password unrecognised. */
+static void set_err(char *const *secrets, char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int need = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    size_t size = need > 0 ? (size_t)need + 1 : 1;
+    char *text = malloc(size);
+    char *scrubbed = malloc(3 * size + sizeof MASK); /* a mask may outgrow its secret */
+    if (!text || !scrubbed) {
+        free(text);
+        free(scrubbed);
+        copy_str(err, errlen, "out of memory (while formatting an error)");
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(text, size, fmt, ap);
+    va_end(ap);
+    scrub_into(secrets, text, scrubbed, 3 * size + sizeof MASK);
+    one_line(scrubbed, err, errlen);
+    free(text);
+    free(scrubbed);
+}
+
 
 static void record_error(respool_pg_factory_t *f, const char *msg)
 {
@@ -513,6 +675,16 @@ static void pg_destroy(void *ctx, void *resource)
 {
     (void)ctx;
     pg_connection_t *pc = resource;
+    /* PQfinish flushes what is still unsent (COPY data, a pipeline) in
+     * blocking mode before its Terminate: with a backend that is not reading
+     * that would block the manager without bound. Such a connection is
+     * abandoned anyway: cut it first. */
+    if (PQtransactionStatus(pc->conn) == PQTRANS_ACTIVE ||
+        PQpipelineStatus(pc->conn) != PQ_PIPELINE_OFF) {
+        int fd = PQsocket(pc->conn);
+        if (fd >= 0)
+            shutdown(fd, SHUT_RDWR);
+    }
     PQfinish(pc->conn);
     free(pc);
 }
@@ -649,6 +821,8 @@ RESPOOL_API int respool_pg_factory_init(respool_pg_factory_t **out, const char *
     /* Passwords as written, for scrubbing even a malformed conninfo's echo. */
     if (raw_secrets(conninfo, &raw, &nraw) != 0)
         goto out;
+    if (raw)
+        qsort(raw, nraw, sizeof *raw, longer_first);
 
     f = calloc(1, sizeof *f);
     if (!f)
@@ -715,12 +889,14 @@ RESPOOL_API int respool_pg_factory_init(respool_pg_factory_t **out, const char *
             goto out;
         }
         i++;
-        if (strcmp(o->keyword, "password") == 0 &&
+        if ((strcmp(o->keyword, "password") == 0 || strcmp(o->keyword, "sslpassword") == 0) &&
             secrets_add(&raw, &nraw, o->val, strlen(o->val)) != 0)
             goto out;
     }
     if (opt->connect_timeout_ms == 0)
         conninfo_connect_timeout(f);
+    if (raw)
+        qsort(raw, nraw, sizeof *raw, longer_first);
     f->secrets = raw;
     raw = NULL;
     if (!f->secrets) { /* always an array, possibly empty */
@@ -819,6 +995,18 @@ RESPOOL_API int respool_pg_pool_create(respool_t **out, const char *conninfo,
         c.size = 1;
     }
     respool_pg_config_apply(f, &c);
+    /* keepalive calls validate, which pings only connections not known good
+     * for validate_idle_ms: below that, keepalive would never ping. */
+    if (c.keepalive_ms > 0 && f->validate_idle_ms > c.keepalive_ms) {
+        set_err(NULL, err, errlen,
+                "keepalive_ms (%ld) is below the adapter's validate_idle_ms (%ld), so "
+                "keepalive would never ping: lower options.validate_idle_ms to at most "
+                "keepalive_ms",
+                c.keepalive_ms, f->validate_idle_ms);
+        free(node);
+        respool_pg_factory_free(f);
+        return RESPOOL_EINVAL;
+    }
     respool_factory_t fac = respool_pg_factory(f);
     respool_t *pool = NULL;
     rc = respool_create(&pool, &c, &fac);

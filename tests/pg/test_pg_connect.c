@@ -175,6 +175,31 @@ Test(pg, malformed_conninfo, .timeout = 30)
     cr_expect_eq(rc, RESPOOL_EINVAL);
     cr_expect_null(pool);
 
+    /* libpq's URI parser reads the user info differently from a naive
+     * scan ('?', '#', spaces, quotes and '/' in the password; encoded
+     * query keys; bad escapes): no form may show the password. */
+    static const char *const tricky[] = {
+        "postgresql://app:" SECRET "?9z#Q@[::1/appdb",
+        "postgres://u:ab " SECRET "@[::1]x/db",
+        "postgres://u:ab\"" SECRET "@[::1]x/db",
+        "postgres://u:" SECRET "?b%ZZ@h/db",
+        "postgres://h/db?pass%77ord=" SECRET "%ZZ",
+        "password='" SECRET " x\\' host='unterminated",
+    };
+    for (size_t i = 0; i < sizeof tricky / sizeof tricky[0]; i++) {
+        rc = respool_pg_factory_init(&f, tricky[i], NULL, err, sizeof err);
+        cr_expect_eq(rc, RESPOOL_EINVAL, "%zu: rc %d", i, rc);
+        expect_no_secret("err (tricky URI)", err);
+    }
+
+    /* An unencoded '/' in a URI password: libpq parses the part before it
+     * as host:port and quotes it when the port is refused. */
+    respool_config_t cfg = quiet_cfg(1, 0);
+    rc = respool_pg_pool_create(&pool, "postgresql://respool:" SECRET "/Zx4@127.0.0.1/respool",
+                                &cfg, NULL, err, sizeof err);
+    cr_expect_eq(rc, RESPOOL_EFACTORY, "rc %s: %s", respool_strerror(rc), err);
+    expect_no_secret("err (slash)", err);
+
     respool_pg_options_t bad = {0};
     bad.connect_timeout_ms = -5;
     rc = respool_pg_factory_init(&f, pg_url(), &bad, err, sizeof err);
@@ -250,4 +275,20 @@ Test(pg, scrub)
     respool_pg_scrub(f, "token \"" SECRET "\" echoed", out, sizeof out);
     cr_expect_str_eq(out, "token \"***\" echoed");
     respool_pg_factory_free(f);
+
+    /* Values libpq ends only at whitespace; a secret that is a prefix of
+     * another; scrubbing in place. */
+    cr_assert_eq(respool_pg_factory_init(&f, "host=x password=ab'cd&ef password=ab", NULL, err,
+                                         sizeof err),
+                 RESPOOL_OK, "%s", err);
+    respool_pg_scrub(f, "host=x password=ab'cd&ef", out, sizeof out);
+    cr_expect_str_eq(out, "host=x password=***");
+    respool_pg_scrub(f, "sent ab'cd&ef", out, sizeof out);
+    cr_expect_str_eq(out, "sent ***");
+    respool_pg_factory_free(f);
+    respool_pg_scrub(NULL, "password=abc\\ def x", out, sizeof out);
+    cr_expect_str_eq(out, "password=*** x");
+    char inplace[64] = "host=h password=a user=bob";
+    respool_pg_scrub(NULL, inplace, inplace, sizeof inplace);
+    cr_expect_str_eq(inplace, "host=h password=*** user=bob");
 }

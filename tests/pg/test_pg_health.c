@@ -78,6 +78,29 @@ Test(pg, terminated_inside_ping_window_replaced, .timeout = 30)
     shutdown_and_check_balanced(pool);
 }
 
+/* keepalive calls validate, which pings only connections not known good
+ * for the adapter's validate_idle_ms: a keepalive_ms below it would never
+ * ping, so respool_pg_pool_create refuses the pair. */
+Test(pg, keepalive_below_ping_window_refused, .timeout = 30)
+{
+    respool_config_t cfg = quiet_cfg(1, 0);
+    cfg.keepalive_ms = 500; /* validate_idle_ms defaults to 1000 */
+    respool_t *pool = (respool_t *)(void *)&cfg;
+    char err[512] = "";
+    int rc = respool_pg_pool_create(&pool, pg_url(), &cfg, NULL, err, sizeof err);
+    cr_expect_eq(rc, RESPOOL_EINVAL, "rc %s", respool_strerror(rc));
+    cr_expect_null(pool);
+    cr_expect(strstr(err, "keepalive_ms") != NULL, "err: %s", err);
+
+    respool_pg_options_t opt = {0};
+    opt.validate_idle_ms = 500;
+    pool = make_pool(pg_url(), 1, 0, &opt); /* equal: fine (make_pool: no keepalive) */
+    respool_pg_pool_free(pool);
+    rc = respool_pg_pool_create(&pool, pg_url(), &cfg, &opt, err, sizeof err);
+    cr_expect_eq(rc, RESPOOL_OK, "%s", err);
+    respool_pg_pool_free(pool);
+}
+
 /* ------------------------------------------------------------------------ */
 /* A backend that stops answering: the ping times out, the connection is    */
 /* replaced                                                                  */

@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
@@ -195,4 +198,77 @@ Test(pg, notifications_do_not_leak, .timeout = 30)
         PQfreemem(n);
     cr_assert_eq(respool_checkin(pool, &l), RESPOOL_OK);
     shutdown_and_check_balanced(pool);
+}
+
+/* A borrower checks in mid-COPY with data libpq could not send, because the
+ * backend waits on a lock and reads nothing. The connection is destroyed
+ * (not cleanable), and destroying it must not wait for the backend: PQfinish
+ * would flush the unsent data in blocking mode first. */
+Test(pg, stuck_copy_destroyed_without_blocking, .timeout = 60)
+{
+    char table[64], sql[256];
+    snprintf(table, sizeof table, "respool_copy_%d", (int)getpid());
+    PGconn *side = side_conn(pg_url());
+    snprintf(sql, sizeof sql, "SET client_min_messages = warning; DROP TABLE IF EXISTS %s; "
+                              "CREATE TABLE %s (k int PRIMARY KEY)", table, table);
+    exec_ok(side, sql);
+    exec_ok(side, "BEGIN");
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1)", table);
+    exec_ok(side, sql); /* holds key 1 until the ROLLBACK below */
+
+    respool_t *pool = make_pool(pg_url(), 1, 0, NULL);
+    respool_lease_t l;
+    PGconn *c = checkout(pool, &l);
+    int pid = PQbackendPID(c);
+    snprintf(sql, sizeof sql, "COPY %s FROM STDIN", table);
+    PGresult *r = PQexec(c, sql);
+    cr_assert_eq(PQresultStatus(r), PGRES_COPY_IN, "%s", PQerrorMessage(c));
+    PQclear(r);
+    cr_assert_eq(PQputCopyData(c, "1\n", 2), 1);
+    cr_assert_eq(PQflush(c), 0);
+    /* Send rows until the socket's send buffer is full (the backend
+     * inserts in batches, blocks on side's lock at row 1, and stops
+     * reading), each one flushed; then, back in blocking mode, one more row
+     * that stays in libpq's own buffer (it flushes at 8 kB). On a unix
+     * socket SIOCOUTQ counts what the buffer holds. */
+    int fd = PQsocket(c), sndbuf = 0;
+    socklen_t optlen = sizeof sndbuf;
+    cr_assert_eq(getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &optlen), 0);
+    cr_assert_eq(PQsetnonblocking(c, 1), 0);
+    for (int rows = 0;; rows++) {
+        int queued = 0;
+        cr_assert_eq(ioctl(fd, SIOCOUTQ, &queued), 0);
+        if (queued >= sndbuf)
+            break;
+        cr_assert_eq(PQputCopyData(c, "2\n", 2), 1);
+        cr_assert_eq(PQflush(c), 0, "the socket filled before SIOCOUTQ said so");
+        cr_assert_lt(rows, 10000000, "the socket never filled");
+    }
+    cr_assert_eq(PQsetnonblocking(c, 0), 0); /* nothing pending: no flush */
+    cr_assert_eq(PQputCopyData(c, "3\n", 2), 1);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND wait_event_type = 'Lock'",
+             pid);
+    char *v = query1(side, sql);
+    cr_expect_str_eq(v, "1", "the backend waits on side's lock");
+    free(v);
+    cr_assert_eq(respool_checkin(pool, &l), RESPOOL_OK);
+
+    /* The manager destroys it while the lock is still held. */
+    int64_t deadline = mono_ms() + 10000;
+    while (stats_of(pool).destroyed < 1) {
+        cr_assert(mono_ms() < deadline, "destroy blocked: %u destroying",
+                  stats_of(pool).destroying);
+        usleep(1000);
+    }
+    cr_expect_eq(stats_of(pool).reset_failures, 1);
+    PGconn *fresh = checkout(pool, &l);
+    cr_expect_neq(PQbackendPID(fresh), pid);
+    cr_assert_eq(respool_checkin(pool, &l), RESPOOL_OK);
+    shutdown_and_check_balanced(pool);
+
+    exec_ok(side, "ROLLBACK");
+    snprintf(sql, sizeof sql, "DROP TABLE %s", table);
+    exec_ok(side, sql);
+    PQfinish(side);
 }

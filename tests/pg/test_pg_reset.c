@@ -249,13 +249,20 @@ Test(pg, stuck_copy_destroyed_without_blocking, .timeout = 60)
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND wait_event_type = 'Lock'",
              pid);
-    char *v = query1(side, sql);
-    cr_expect_str_eq(v, "1", "the backend waits on side's lock");
-    free(v);
+    int64_t deadline = mono_ms() + 10000;
+    for (;;) { /* the backend may still be reading what it has: await */
+        char *v = query1(side, sql);
+        bool waiting = strcmp(v, "1") == 0;
+        free(v);
+        if (waiting)
+            break;
+        cr_assert(mono_ms() < deadline, "the backend never waited on side's lock");
+        usleep(1000); /* polling a condition, bounded */
+    }
     cr_assert_eq(respool_checkin(pool, &l), RESPOOL_OK);
 
     /* The manager destroys it while the lock is still held. */
-    int64_t deadline = mono_ms() + 10000;
+    deadline = mono_ms() + 10000;
     while (stats_of(pool).destroyed < 1) {
         cr_assert(mono_ms() < deadline, "destroy blocked: %u destroying",
                   stats_of(pool).destroying);

@@ -7,7 +7,8 @@
 #   make tsan       the same under ThreadSanitizer
 #   make demo       the main job: examples/pg_demo on a throwaway server
 #   make pg         build/librespool_pg.a, the PostgreSQL adapter
-#   make bench      benchmarks against the mutex/FIFO floors (QUICK=1: short)
+#   make bench      benchmarks against the floors and the peers, Postgres
+#                   included; writes docs/performance.md (QUICK=1: short)
 #   make install    PREFIX=/usr/local DESTDIR= : headers, libraries, respool.pc
 #   make install-pg the same plus the PostgreSQL adapter (respool_pg.pc)
 #   make clean
@@ -113,14 +114,44 @@ demo: deps
 	$(MAKE) $(PG_DEMO)
 	scripts/with-pg-sandbox $(PG_DEMO)
 
-# QUICK=1: a short run (a few seconds) instead of the default (~30 s).
-BENCH_ARGS := $(if $(QUICK),0.2 3,0.5 7)
+# QUICK=1: a short run (under a minute on 2 cores) instead of the default
+# (about 3 minutes). Arguments: seconds per W3 run, rounds.
+# RESPOOL_BENCH_OUT: where the TSV results go (one file per workload).
+BENCH_ARGS   := $(if $(QUICK),0.2 3,0.5 7)
+RESPOOL_BENCH_OUT ?= $(BUILD)/bench/results
+BENCH_SOURCES := bench/core_bench.c bench/harness.c bench/contenders.c bench/floors.c \
+                 bench/peers.c bench/workloads.c bench/handoff.c bench/startup.c bench/report.c
+BENCH_HEADERS := bench/harness.h bench/contenders.h bench/workloads.h bench/handoff.h \
+                 bench/startup.h bench/report.h
+# The peers (apr_reslist, libmemcachedutil), their headers as system headers.
+BENCH_PEERS  := apr-util-1 apr-1 libmemcached
+BENCH_CFLAGS  = $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(BENCH_PEERS)))
+BENCH_LIBS    = $(shell pkg-config --libs $(BENCH_PEERS))
 
-$(BUILD)/bench/core_bench: bench/core_bench.c $(STATIC_LIB) | $(BUILD)/bench
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(STATIC_LIB) $(LDSAN)
+$(BUILD)/bench/core_bench: $(BENCH_SOURCES) $(BENCH_HEADERS) $(STATIC_LIB) | $(BUILD)/bench
+	$(CC) $(ALL_CFLAGS) $(BENCH_CFLAGS) -o $@ $(BENCH_SOURCES) $(STATIC_LIB) $(BENCH_LIBS) $(LDSAN)
 
-bench: $(BUILD)/bench/core_bench
-	$(BUILD)/bench/core_bench $(BENCH_ARGS)
+.PHONY: bench-deps
+bench-deps:
+	@scripts/deps.sh pg
+	@scripts/deps.sh bench
+
+# The report: docs/performance.md and docs/img/*.svg from a full run; a
+# QUICK run writes its report under build/ so the committed one stays the
+# record of a full run.
+BENCH_DOC    := $(if $(QUICK),$(BUILD)/bench/performance.md,docs/performance.md)
+BENCH_IMG    := $(if $(QUICK),$(BUILD)/bench/img,docs/img)
+PG_BENCH_ENV := RESPOOL_BENCH_OUT=$(RESPOOL_BENCH_OUT) $(if $(QUICK),RESPOOL_BENCH_QUICK=1 RESPOOL_BENCH_SECONDS=1)
+
+# deps first, on its own (pkg-config must find what it installs); then the
+# core benchmarks, the Postgres one (on the throwaway server, with its own
+# PgBouncer), and the report.
+bench: bench-deps
+	$(MAKE) $(BUILD)/bench/core_bench $(BUILD)/bench/pg_bench
+	rm -rf $(RESPOOL_BENCH_OUT) && mkdir -p $(RESPOOL_BENCH_OUT)
+	RESPOOL_BENCH_OUT=$(RESPOOL_BENCH_OUT) $(BUILD)/bench/core_bench $(BENCH_ARGS)
+	$(PG_BENCH_ENV) scripts/with-pg-sandbox $(BUILD)/bench/pg_bench
+	bench/report.sh $(RESPOOL_BENCH_OUT) $(BENCH_DOC) $(BENCH_IMG)
 
 # ---- PostgreSQL adapter --------------------------------------------------
 # librespool_pg.a: src/respool_pg.c against libpq. The tests in tests/pg and
@@ -149,6 +180,10 @@ $(PG_DEMO): examples/pg_demo.c include/respool_pg.h $(PG_LIB) $(STATIC_LIB) | $(
 	$(CC) $(ALL_CFLAGS) $(PG_CFLAGS) -o $@ $< $(PG_LIB) $(STATIC_LIB) $(PG_LIBS) $(LDSAN)
 
 pg: $(PG_LIB)
+
+# The Postgres benchmark (run by `make bench`).
+$(BUILD)/bench/pg_bench: bench/pg_bench.c include/respool_pg.h $(PG_LIB) $(STATIC_LIB) | $(BUILD)/bench
+	$(CC) $(ALL_CFLAGS) $(PG_CFLAGS) -o $@ $< $(PG_LIB) $(STATIC_LIB) $(PG_LIBS) $(LDSAN)
 
 # The Postgres half of the tests (one at a time: some restart the server),
 # then a short run of the demo.

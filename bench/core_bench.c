@@ -1,388 +1,211 @@
 /*
- * core_bench.c — respool's core against the hardware floor, in one run.
+ * core_bench.c — respool's core against the floors and the C peers.
  *
- *   build/bench/core_bench [seconds-per-round] [rounds]
+ *   build/bench/core_bench [seconds] [rounds]
  *
- * Contenders, same harness, interleaved rounds (median and min-max reported):
- *   respool         the pool under test
- *   floor-mutex     a stack of pointers under one pthread mutex + one cond
- *                   (waiters barge: throughput without fairness)
- *   floor-fifo      the same with a strict FIFO hand-off queue of per-thread
- *                   condition variables (fairness without throughput)
- * Workloads:
- *   W1  1 thread, pool of 8: checkout+checkin pair, ns per pair
- *   W3  16 threads, pool of 4, ~1 us of work while holding: pairs/s, wait
- *       p50/p99/max (time inside checkout), fairness = min/max pairs/thread
+ * seconds (default 0.5): measured length of a W3 run; the other timed runs
+ * derive from it (half of it for W1, W2, the thread sweep and the scale
+ * runs; each multi-threaded run is preceded by an unmeasured warm-up of a
+ * quarter of its length; W4 does seconds x 2000 hand-offs, at least 100). rounds (default 5, at most
+ * 15): every round runs every workload for every contender once, starting
+ * with a different contender each round; tables show the median and the
+ * min-max over rounds, never a single sample. RESPOOL_BENCH_OUT=<dir>
+ * also writes one TSV per workload there (formats: report.c).
+ *
+ * Contenders (contenders.h): respool, floor-mutex, floor-fifo, apr-reslist,
+ * memcached-pool. Workloads, all on trivial resources:
+ *   W1  1 thread, pool of 8: checkout+checkin, ns per pair
+ *   W2  2 threads, pool of 8, nothing held: pairs/s
+ *   W3  16 threads, pool of 4, ~1 us calibrated busy loop while holding:
+ *       pairs/s, wait p50/p99/max (time inside checkout), fairness
+ *   W4  hand-off latency, pool of 1, waiter verified parked, both threads
+ *       on one CPU; and the futex floor
+ *   Threads  W3 with 1, 2, 4, 8, 16, 32 threads
+ *   Scale  W1 and W3 with pools of 8 and 65,536; W3 with 1,000 threads
+ *       (respool and the floors); memory per resource of a pool of 65,536
+ *       (in a fresh child process: this program with --measure-memory)
+ *   Cold start  pool of 64, factory sleeping 20 ms: time until create
+ *       returns, against 64 creations in a row
  * One idle extra thread runs in the process throughout: glibc skips atomics
  * in a single-threaded process, which would flatter everyone.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <unistd.h>
 
-#include "respool.h"
+#include "contenders.h"
+#include "handoff.h"
+#include "harness.h"
+#include "report.h"
+#include "startup.h"
+#include "workloads.h"
 
-static int64_t now_ns(void)
+#define HOLD_NS 1000          /* W3's work while holding a resource */
+#define BIG_POOL 65536        /* the scale runs' pool size */
+#define CROWD_THREADS 1000    /* the scale run's thread count */
+#define CROWD_CONTENDERS 3    /* respool and the two floors */
+#define COLD_POOL 64
+#define COLD_FACTORY_NS 20000000LL /* 20 ms */
+
+/* The contender at position k of round `round`: the order rotates by one
+ * each round, so none always runs first (cold) or last (warm). */
+static size_t rotated(size_t k, int round, size_t count)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return (k + (size_t)round) % count;
 }
 
-/* ---- the contenders behind one interface ---------------------------- */
-
-typedef struct contender {
-    const char *name;
-    void *(*open)(unsigned size);
-    void *(*get)(void *pool, void **token);
-    void (*put)(void *pool, void *resource, void *token);
-    void (*close)(void *pool);
-} contender_t;
-
-/* respool */
-static int trivial_create(void *ctx, void **resource, char *err, size_t len)
+/* W1, W2, W3 and the thread sweep (its 16-thread point is W3's). */
+static void run_core_workloads(bench_results_t *r, int round)
 {
-    static char dummy[4096];
-    static atomic_uint next;
-    *resource = &dummy[atomic_fetch_add(&next, 1) % sizeof dummy];
-    return 0;
-}
-static void trivial_destroy(void *ctx, void *resource) {}
-
-typedef struct respool_token {
-    respool_lease_t lease;
-} respool_token_t;
-
-static void *rp_open(unsigned size)
-{
-    respool_config_t c = {0};
-    c.size = size;
-    const char *fairness = getenv("RESPOOL_BENCH_FAIRNESS_US"); /* experiments */
-    if (fairness)
-        c.fairness_us = atol(fairness);
-    respool_factory_t f = {trivial_create, trivial_destroy, NULL, NULL, NULL};
-    respool_t *pool;
-    if (respool_create(&pool, &c, &f) != RESPOOL_OK)
-        abort();
-    return pool;
-}
-static _Thread_local respool_lease_t rp_lease;
-static void *rp_get(void *pool, void **token)
-{
-    if (respool_checkout(pool, -1, &rp_lease) != RESPOOL_OK)
-        abort();
-    return rp_lease.resource;
-}
-static void rp_put(void *pool, void *resource, void *token)
-{
-    if (respool_checkin(pool, &rp_lease) != RESPOOL_OK)
-        abort();
-}
-static void rp_close(void *pool) { respool_free(pool); }
-
-/* floor-mutex: a stack under a mutex, one shared condition variable */
-typedef struct floor_pool {
-    pthread_mutex_t lock;
-    pthread_cond_t available;
-    void **stack;
-    unsigned top;
-    /* FIFO variant: queue of waiters with their own cond */
-    struct floor_waiter *head, *tail;
-} floor_pool_t;
-
-typedef struct floor_waiter {
-    pthread_cond_t cond;
-    void *resource;
-    struct floor_waiter *next;
-} floor_waiter_t;
-
-static void *floor_open(unsigned size)
-{
-    floor_pool_t *p = calloc(1, sizeof *p);
-    pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->available, NULL);
-    p->stack = calloc(size, sizeof *p->stack);
-    static char dummy[64];
-    for (unsigned i = 0; i < size; i++)
-        p->stack[p->top++] = &dummy[i % 64];
-    return p;
-}
-static void floor_close(void *pool)
-{
-    floor_pool_t *p = pool;
-    free(p->stack);
-    free(p);
-}
-static void *mutex_get(void *pool, void **token)
-{
-    floor_pool_t *p = pool;
-    pthread_mutex_lock(&p->lock);
-    while (p->top == 0)
-        pthread_cond_wait(&p->available, &p->lock);
-    void *r = p->stack[--p->top];
-    pthread_mutex_unlock(&p->lock);
-    return r;
-}
-static void mutex_put(void *pool, void *resource, void *token)
-{
-    floor_pool_t *p = pool;
-    pthread_mutex_lock(&p->lock);
-    p->stack[p->top++] = resource;
-    pthread_cond_signal(&p->available);
-    pthread_mutex_unlock(&p->lock);
-}
-static void *fifo_get(void *pool, void **token)
-{
-    floor_pool_t *p = pool;
-    pthread_mutex_lock(&p->lock);
-    if (p->top > 0 && !p->head) {
-        void *r = p->stack[--p->top];
-        pthread_mutex_unlock(&p->lock);
-        return r;
+    const bench_setup_t *s = &r->setup;
+    for (size_t k = 0; k < CONTENDER_COUNT; k++) {
+        size_t i = rotated(k, round, CONTENDER_COUNT);
+        series_add(&r->w1_ns[i], run_uncontended(all_contenders[i], 8, s->seconds / 2));
     }
-    floor_waiter_t w = {.resource = NULL, .next = NULL};
-    pthread_cond_init(&w.cond, NULL);
-    if (p->tail)
-        p->tail->next = &w;
-    else
-        p->head = &w;
-    p->tail = &w;
-    while (!w.resource)
-        pthread_cond_wait(&w.cond, &p->lock);
-    pthread_mutex_unlock(&p->lock);
-    pthread_cond_destroy(&w.cond);
-    return w.resource;
-}
-static void fifo_put(void *pool, void *resource, void *token)
-{
-    floor_pool_t *p = pool;
-    pthread_mutex_lock(&p->lock);
-    floor_waiter_t *w = p->head;
-    if (w) {
-        p->head = w->next;
-        if (!p->head)
-            p->tail = NULL;
-        w->resource = resource;
-        pthread_cond_signal(&w->cond);
-    } else {
-        p->stack[p->top++] = resource;
+    for (size_t k = 0; k < CONTENDER_COUNT; k++) {
+        size_t i = rotated(k, round, CONTENDER_COUNT);
+        contended_params_t p = {2, 8, 0, s->seconds / 2};
+        contended_result_t res = run_contended(all_contenders[i], &p, NULL);
+        series_add(&r->w2_pairs_per_s[i], res.pairs_per_s);
     }
-    pthread_mutex_unlock(&p->lock);
-}
-
-static const contender_t contenders[] = {
-    {"respool", rp_open, rp_get, rp_put, rp_close},
-    {"floor-mutex", floor_open, mutex_get, mutex_put, floor_close},
-    {"floor-fifo", floor_open, fifo_get, fifo_put, floor_close},
-};
-#define N_CONTENDERS (sizeof contenders / sizeof contenders[0])
-
-/* ---- workloads --------------------------------------------------------- */
-
-static volatile uint64_t spin_sink;
-static uint64_t spins_per_us = 100;
-
-static void busy_work(uint64_t spins)
-{
-    uint64_t x = spin_sink;
-    for (uint64_t i = 0; i < spins; i++)
-        x = x * 6364136223846793005u + 1442695040888963407u;
-    spin_sink = x;
-}
-
-static void calibrate(void)
-{
-    uint64_t n = 1000000;
-    int64_t t0 = now_ns();
-    busy_work(n);
-    int64_t dt = now_ns() - t0;
-    spins_per_us = dt > 0 ? n * 1000 / (uint64_t)dt : 100;
-    if (spins_per_us == 0)
-        spins_per_us = 1;
-}
-
-static double w1(const contender_t *c, double seconds)
-{
-    void *pool = c->open(8);
-    uint64_t pairs = 0;
-    int64_t end = now_ns() + (int64_t)(seconds * 1e9);
-    int64_t t0 = now_ns();
-    while (now_ns() < end) {
-        for (int i = 0; i < 1000; i++) {
-            void *token;
-            void *r = c->get(pool, &token);
-            c->put(pool, r, token);
+    for (size_t k = 0; k < CONTENDER_COUNT; k++) {
+        size_t i = rotated(k, round, CONTENDER_COUNT);
+        contended_params_t p = {16, 4, s->hold_ns, s->seconds};
+        contended_result_t res = run_contended(all_contenders[i], &p, &r->w3_waits[i]);
+        contended_series_add(&r->w3[i], &res);
+    }
+    for (size_t point = 0; point < SWEEP_POINTS; point++) {
+        for (size_t k = 0; k < CONTENDER_COUNT; k++) {
+            size_t i = rotated(k, round, CONTENDER_COUNT);
+            series_t *out = &r->sweep_pairs_per_s[point][i];
+            if (sweep_threads[point] == 16) { /* the same run as W3 */
+                series_add(out, r->w3[i].pairs_per_s.value[round]);
+                continue;
+            }
+            contended_params_t p = {sweep_threads[point], 4, s->hold_ns, s->seconds / 2};
+            series_add(out, run_contended(all_contenders[i], &p, NULL).pairs_per_s);
         }
-        pairs += 1000;
     }
-    double ns = (double)(now_ns() - t0) / (double)pairs;
-    c->close(pool);
-    return ns;
 }
 
-#define W3_THREADS 16
-#define W3_SIZE 4
-#define MAX_SAMPLES (1 << 20)
-
-typedef struct w3_thread {
-    const contender_t *c;
-    void *pool;
-    atomic_bool *stop;
-    uint64_t pairs;
-    uint32_t *waits; /* wait times in ns (saturated), sampled */
-    size_t nwaits;
-} w3_thread_t;
-
-static void *w3_worker(void *arg)
+/* W4: every contender and the futex floor. */
+static void run_handoffs(bench_results_t *r, int round)
 {
-    w3_thread_t *t = arg;
-    while (!atomic_load_explicit(t->stop, memory_order_relaxed)) {
-        void *token;
-        int64_t t0 = now_ns();
-        void *r = t->c->get(t->pool, &token);
-        int64_t waited = now_ns() - t0;
-        busy_work(spins_per_us);
-        t->c->put(t->pool, r, token);
-        if (t->nwaits < MAX_SAMPLES / W3_THREADS)
-            t->waits[t->nwaits++] = waited > UINT32_MAX ? UINT32_MAX : (uint32_t)waited;
-        t->pairs++;
+    for (size_t k = 0; k < HANDOFF_ROWS; k++) {
+        size_t i = rotated(k, round, HANDOFF_ROWS);
+        const contender_t *c = i == FUTEX_ROW ? NULL : all_contenders[i];
+        handoff_result_t res = run_handoff(c, r->setup.handoff_iterations);
+        series_add(&r->w4_p50_ns[i], (double)res.p50_ns);
+        series_add(&r->w4_p99_ns[i], (double)res.p99_ns);
     }
-    return NULL;
 }
 
-static int cmp_u32(const void *a, const void *b)
+/* Big pools, many threads, memory per resource. */
+static void run_scale(bench_results_t *r, int round)
 {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-typedef struct w3_result {
-    double pairs_per_s, p50_us, p99_us, max_us, fairness;
-} w3_result_t;
-
-static w3_result_t w3(const contender_t *c, double seconds)
-{
-    void *pool = c->open(W3_SIZE);
-    atomic_bool stop = false;
-    w3_thread_t t[W3_THREADS];
-    pthread_t th[W3_THREADS];
-    uint32_t *samples = calloc(MAX_SAMPLES, sizeof *samples);
-    for (int i = 0; i < W3_THREADS; i++) {
-        t[i] = (w3_thread_t){c, pool, &stop, 0, samples + (size_t)i * (MAX_SAMPLES / W3_THREADS), 0};
-        pthread_create(&th[i], NULL, w3_worker, &t[i]);
+    const bench_setup_t *s = &r->setup;
+    for (size_t k = 0; k < CONTENDER_COUNT; k++) {
+        size_t i = rotated(k, round, CONTENDER_COUNT);
+        double ns = run_uncontended(all_contenders[i], s->big_pool, s->seconds / 2);
+        series_add(&r->big_w1_ns[i], ns);
     }
-    int64_t t0 = now_ns();
-    struct timespec ts = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
-    nanosleep(&ts, NULL);
-    atomic_store(&stop, true);
-    for (int i = 0; i < W3_THREADS; i++)
-        pthread_join(th[i], NULL);
-    double elapsed = (double)(now_ns() - t0) / 1e9;
-    uint64_t total = 0, min = UINT64_MAX, max = 0;
-    size_t n = 0;
-    for (int i = 0; i < W3_THREADS; i++) {
-        total += t[i].pairs;
-        min = t[i].pairs < min ? t[i].pairs : min;
-        max = t[i].pairs > max ? t[i].pairs : max;
-        memmove(samples + n, t[i].waits, t[i].nwaits * sizeof *samples);
-        n += t[i].nwaits;
+    for (size_t k = 0; k < CONTENDER_COUNT; k++) {
+        size_t i = rotated(k, round, CONTENDER_COUNT);
+        contended_params_t small = {16, 8, s->hold_ns, s->seconds / 2};
+        contended_result_t res = run_contended(all_contenders[i], &small, NULL);
+        contended_series_add(&r->small_w3[i], &res);
     }
-    qsort(samples, n, sizeof *samples, cmp_u32);
-    w3_result_t r = {total / elapsed, n ? samples[n / 2] / 1e3 : 0,
-                     n ? samples[(size_t)(n * 0.99)] / 1e3 : 0, n ? samples[n - 1] / 1e3 : 0,
-                     max ? (double)min / (double)max : 0};
-    free(samples);
-    c->close(pool);
-    return r;
+    for (size_t k = 0; k < CONTENDER_COUNT; k++) {
+        size_t i = rotated(k, round, CONTENDER_COUNT);
+        contended_params_t big = {16, s->big_pool, s->hold_ns, s->seconds / 2};
+        contended_result_t res = run_contended(all_contenders[i], &big, NULL);
+        contended_series_add(&r->big_w3[i], &res);
+    }
+    for (size_t k = 0; k < CROWD_CONTENDERS; k++) {
+        size_t i = rotated(k, round, CROWD_CONTENDERS);
+        contended_params_t crowd = {s->crowd, 4, s->hold_ns, s->seconds};
+        contended_result_t res = run_contended(all_contenders[i], &crowd, NULL);
+        contended_series_add(&r->crowd_w3[i], &res);
+    }
+    for (size_t k = 0; k < CONTENDER_COUNT; k++) {
+        size_t i = rotated(k, round, CONTENDER_COUNT);
+        memory_result_t m = measure_memory(all_contenders[i], s->big_pool);
+        series_add(&r->heap_per_resource[i], m.heap_per_resource);
+        series_add(&r->rss_per_resource[i], m.rss_per_resource);
+    }
 }
 
-/* ---- reporting --------------------------------------------------------- */
-
-static int cmp_double(const void *a, const void *b)
+/* Cold start: respool, sequential creation (the floors' fill), APR. */
+static void run_coldstarts(bench_results_t *r, int round)
 {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
+    static const contender_t *const makers[COLD_ROWS] = {
+        [COLD_RESPOOL] = &respool_contender,
+        [COLD_SEQUENTIAL] = &floor_mutex_contender,
+        [COLD_APR] = &apr_reslist_contender,
+    };
+    for (size_t k = 0; k < COLD_ROWS; k++) {
+        size_t i = rotated(k, round, COLD_ROWS);
+        series_add(&r->coldstart_ms[i],
+                   run_coldstart(makers[i], r->setup.cold_pool, r->setup.cold_factory_ns));
+    }
 }
 
-static double median(double *v, int n)
+/* Say how to call this program and exit with status 2. */
+static void usage(void)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    fprintf(stderr, "usage: core_bench [seconds (0 < s <= 60)] [rounds (1..%d)]\n", MAX_ROUNDS);
+    exit(2);
 }
-
-static void *idle_thread(void *arg)
-{
-    pthread_mutex_t *m = arg;
-    pthread_mutex_lock(m); /* parks until exit */
-    pthread_mutex_unlock(m);
-    return NULL;
-}
-
-#define MAX_ROUNDS 15
 
 int main(int argc, char **argv)
 {
+    if (argc == 4 && strcmp(argv[1], MEASURE_MEMORY_FLAG) == 0)
+        return measure_memory_child(argv[2], argv[3]);
     double seconds = argc > 1 ? atof(argv[1]) : 0.5;
     int rounds = argc > 2 ? atoi(argv[2]) : 5;
-    if (rounds < 1 || rounds > MAX_ROUNDS)
-        rounds = 5;
-    pthread_mutex_t park = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&park);
-    pthread_t idle;
-    pthread_create(&idle, NULL, idle_thread, &park);
-    calibrate();
+    if (argc > 3 || !(seconds > 0 && seconds <= 60) || rounds < 1 || rounds > MAX_ROUNDS)
+        usage();
 
-    static double w1_ns[N_CONTENDERS][MAX_ROUNDS];
-    static w3_result_t w3_r[N_CONTENDERS][MAX_ROUNDS];
-    for (int r = 0; r < rounds; r++) {
-        for (size_t c = 0; c < N_CONTENDERS; c++)
-            w1_ns[c][r] = w1(&contenders[c], seconds / 2);
-        for (size_t c = 0; c < N_CONTENDERS; c++)
-            w3_r[c][r] = w3(&contenders[c], seconds);
+    start_idle_thread();
+    calibrate_busy_loop();
+    static bench_results_t results;
+    int iterations = (int)(seconds * 2000);
+    results.setup = (bench_setup_t){
+        .rounds = rounds,
+        .seconds = seconds,
+        .big_pool = BIG_POOL,
+        .crowd = CROWD_THREADS,
+        .handoff_iterations = iterations < 100 ? 100 : iterations,
+        .cold_pool = COLD_POOL,
+        .cold_factory_ns = COLD_FACTORY_NS,
+        .hold_ns = HOLD_NS,
+    };
+
+    int64_t start = now_ns();
+    for (int round = 0; round < rounds; round++) {
+        fprintf(stderr, "core_bench: round %d/%d: W1-W3, threads", round + 1, rounds);
+        run_core_workloads(&results, round);
+        fprintf(stderr, ", W4");
+        run_handoffs(&results, round);
+        fprintf(stderr, ", scale");
+        run_scale(&results, round);
+        fprintf(stderr, ", cold start");
+        run_coldstarts(&results, round);
+        fprintf(stderr, " (%.1f s so far)\n", (double)(now_ns() - start) / 1e9);
     }
 
-    printf("W1  uncontended checkout+checkin, 1 thread, pool of 8 (%d rounds of %.2fs)\n", rounds,
-           seconds / 2);
-    printf("    %-12s %10s %10s %10s %12s\n", "contender", "median ns", "min", "max", "vs respool");
-    double base = 0;
-    for (size_t c = 0; c < N_CONTENDERS; c++) {
-        double v[MAX_ROUNDS];
-        memcpy(v, w1_ns[c], sizeof v);
-        double m = median(v, rounds);
-        if (c == 0)
-            base = m;
-        printf("    %-12s %10.1f %10.1f %10.1f %11.2fx\n", contenders[c].name, m, v[0],
-               v[rounds - 1], m / base);
+    printf("core_bench: %d rounds, %ld CPUs online, contenders in rotated order each round\n\n",
+           rounds, sysconf(_SC_NPROCESSORS_ONLN));
+    print_report(&results);
+    const char *out = getenv("RESPOOL_BENCH_OUT");
+    int status = 0;
+    if (out && *out) {
+        if (write_tsv_files(&results, out))
+            printf("TSV files written to %s\n", out);
+        else
+            status = 1;
     }
-    printf("\nW3  %d threads, pool of %d, ~1 us held (%d rounds of %.2fs; medians)\n", W3_THREADS,
-           W3_SIZE, rounds, seconds);
-    printf("    %-12s %12s %10s %10s %10s %10s %9s %12s\n", "contender", "pairs/s", "min", "max",
-           "p50 us", "p99 us", "fairness", "max wait us");
-    double base_tp = 0;
-    for (size_t c = 0; c < N_CONTENDERS; c++) {
-        double tp[MAX_ROUNDS], p50[MAX_ROUNDS], p99[MAX_ROUNDS], fair[MAX_ROUNDS], worst = 0;
-        for (int r = 0; r < rounds; r++) {
-            tp[r] = w3_r[c][r].pairs_per_s;
-            p50[r] = w3_r[c][r].p50_us;
-            p99[r] = w3_r[c][r].p99_us;
-            fair[r] = w3_r[c][r].fairness;
-            worst = w3_r[c][r].max_us > worst ? w3_r[c][r].max_us : worst;
-        }
-        double m = median(tp, rounds);
-        if (c == 0)
-            base_tp = m;
-        printf("    %-12s %12.0f %10.0f %10.0f %10.1f %10.1f %9.2f %12.0f   (%.2fx respool)\n",
-               contenders[c].name, m, tp[0], tp[rounds - 1], median(p50, rounds),
-               median(p99, rounds), median(fair, rounds), worst, m / base_tp);
-    }
-    pthread_mutex_unlock(&park);
-    pthread_join(idle, NULL);
-    return 0;
+    stop_idle_thread();
+    return status;
 }

@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Install what building and testing respool needs, when it is missing.
 #
-#   scripts/deps.sh [core|pg|all]     (default: core)
+#   scripts/deps.sh [core|pg|all|bench]     (default: core)
 #
-# core: a C compiler, make, pkg-config, Criterion (tests).
-# pg:   core plus libpq and a PostgreSQL server (adapter tests, demo).
+# core:  a C compiler, make, pkg-config, Criterion (tests).
+# pg:    core plus libpq and a PostgreSQL server (adapter tests, demo).
+# all:   pg plus clang.
+# bench: a C compiler, make, pkg-config and what `make bench` compares and
+#        plots with: APR-util (apr_reslist), libmemcached (memcached_pool),
+#        gnuplot, PgBouncer. No Criterion: the benchmarks do not need it.
 # Debian packages are installed with apt-get when run as root; otherwise the
 # missing ones are named and the script fails, so nothing is half-done
 # silently.
 set -euo pipefail
 
 want=${1:-core}
+case "$want" in
+    core | pg | all | bench) ;;
+    *) echo "usage: scripts/deps.sh [core|pg|all|bench]" >&2; exit 2 ;;
+esac
 packages=()
 
 have_header() { # have_header <header> : is it on the compiler's include path?
@@ -20,7 +28,9 @@ have_header() { # have_header <header> : is it on the compiler's include path?
 command -v "${CC:-cc}" >/dev/null 2>&1 || packages+=(gcc)
 command -v make >/dev/null 2>&1 || packages+=(make)
 command -v pkg-config >/dev/null 2>&1 || packages+=(pkg-config)
-have_header criterion/criterion.h || packages+=(libcriterion-dev)
+if [ "$want" != bench ]; then
+    have_header criterion/criterion.h || packages+=(libcriterion-dev)
+fi
 
 if [ "$want" = pg ] || [ "$want" = all ]; then
     have_header libpq-fe.h || have_header postgresql/libpq-fe.h || packages+=(libpq-dev)
@@ -36,6 +46,13 @@ if [ "$want" = pg ] || [ "$want" = all ]; then
 fi
 if [ "$want" = all ]; then
     command -v clang >/dev/null 2>&1 || packages+=(clang)
+fi
+if [ "$want" = bench ]; then
+    pkg-config --exists apr-util-1 apr-1 2>/dev/null || packages+=(libaprutil1-dev)
+    have_header libmemcachedutil-1.0/util.h || packages+=(libmemcached-dev)
+    command -v gnuplot >/dev/null 2>&1 || packages+=(gnuplot-nox)
+    # pgbouncer lives in /usr/sbin, often not on a user's PATH.
+    command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || packages+=(pgbouncer)
 fi
 
 [ ${#packages[@]} -eq 0 ] && exit 0

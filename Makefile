@@ -182,8 +182,10 @@ $(PG_DEMO): examples/pg_demo.c include/respool_pg.h $(PG_LIB) $(STATIC_LIB) | $(
 pg: $(PG_LIB)
 
 # The Postgres benchmark (run by `make bench`).
-$(BUILD)/bench/pg_bench: bench/pg_bench.c include/respool_pg.h $(PG_LIB) $(STATIC_LIB) | $(BUILD)/bench
-	$(CC) $(ALL_CFLAGS) $(PG_CFLAGS) -o $@ $< $(PG_LIB) $(STATIC_LIB) $(PG_LIBS) $(LDSAN)
+$(BUILD)/bench/pg_bench: bench/pg_bench.c bench/harness.c bench/harness.h include/respool_pg.h \
+                        $(PG_LIB) $(STATIC_LIB) | $(BUILD)/bench
+	$(CC) $(ALL_CFLAGS) $(PG_CFLAGS) -o $@ bench/pg_bench.c bench/harness.c $(PG_LIB) $(STATIC_LIB) \
+	    $(PG_LIBS) $(LDSAN)
 
 # The Postgres half of the tests (one at a time: some restart the server),
 # then a short run of the demo.

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,6 +179,26 @@ static void *idle_main(void *arg)
     pthread_mutex_lock(&idle_gate);
     pthread_mutex_unlock(&idle_gate);
     return NULL;
+}
+
+bool make_directories(const char *dir)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) {
+        errno = ENAMETOOLONG;
+        return false;
+    }
+    for (char *p = path + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(path, 0777) != 0 && errno != EEXIST)
+                return false;
+            *p = saved;
+            if (saved == '\0')
+                return true;
+        }
+    }
 }
 
 void start_idle_thread(void)

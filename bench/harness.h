@@ -84,6 +84,8 @@ void spawn_thread(pthread_t *thread, size_t stack_size, void *(*fn)(void *), voi
  * single-threaded process skips atomics, which would flatter everyone);
  * stop_idle_thread() ends it. */
 void start_idle_thread(void);
+/* mkdir -p dir (for the TSV results); false, errno set, on failure. */
+bool make_directories(const char *dir);
 void stop_idle_thread(void);
 
 /* The kernel's scheduler state letter of one of this process's threads

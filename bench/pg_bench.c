@@ -64,13 +64,13 @@
 
 #include "respool.h"
 #include "respool_pg.h"
+#include "harness.h"
 
 #define THREADS 32
 #define POOL_SIZE 8
 #define ROWS 1000
 #define CHECKOUT_TIMEOUT_MS 10000L
 #define SHUTDOWN_TIMEOUT_MS 10000L
-#define MAX_ROUNDS 15
 #define ERROR_TEXT 256
 #define TABLE "respool_bench_rows"
 #define BOUNCER_SCRIPT "scripts/pgbouncer-sandbox"
@@ -78,22 +78,6 @@
 /* ------------------------------------------------------------------------ */
 /* Time, random numbers, small helpers                                       */
 /* ------------------------------------------------------------------------ */
-
-/* Nanoseconds on the monotonic clock. */
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Sleep for `ns` nanoseconds. */
-static void sleep_ns(int64_t ns)
-{
-    struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-    }
-}
 
 /* Scramble a seed (splitmix64), so that similar seeds give unrelated streams. */
 static uint64_t scramble(uint64_t x)
@@ -773,32 +757,27 @@ static bool read_settings(int argc, char **argv, settings_t *s)
     return true;
 }
 
-/* Order doubles for qsort. */
-static int compare_double(const void *a, const void *b)
+/* Median of v[n], through the harness's series. */
+static double median(const double *v, unsigned n)
 {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Median of v[n] (sorts v). */
-static double median(double *v, unsigned n)
-{
-    qsort(v, n, sizeof *v, compare_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    series_t series = {.count = 0};
+    for (unsigned i = 0; i < n; i++)
+        series_add(&series, v[i]);
+    return series_summary(&series).median;
 }
 
 /* One contender's summary over the rounds of one workload. */
-typedef struct summary {
+typedef struct contender_summary {
     bool ran;
     double tx_median, tx_min, tx_max, p99_median_us;
     uint64_t errors;
     const char *first_error;
-} summary_t;
+} contender_summary_t;
 
 /* Summarize results[rounds] of one contender and workload. */
-static summary_t summarize(const result_t *results, unsigned rounds)
+static contender_summary_t summarize(const result_t *results, unsigned rounds)
 {
-    summary_t s = {.ran = results[0].ran};
+    contender_summary_t s = {.ran = results[0].ran};
     if (!s.ran)
         return s;
     double tx[MAX_ROUNDS], p99[MAX_ROUNDS];
@@ -809,9 +788,13 @@ static summary_t summarize(const result_t *results, unsigned rounds)
         if (!s.first_error && results[r].first_error[0])
             s.first_error = results[r].first_error;
     }
-    s.tx_median = median(tx, rounds);
-    s.tx_min = tx[0];
-    s.tx_max = tx[rounds - 1];
+    series_t series = {.count = 0};
+    for (unsigned r = 0; r < rounds; r++)
+        series_add(&series, tx[r]);
+    summary_t tx_summary = series_summary(&series);
+    s.tx_median = tx_summary.median;
+    s.tx_min = tx_summary.min;
+    s.tx_max = tx_summary.max;
     s.p99_median_us = median(p99, rounds);
     return s;
 }
@@ -837,17 +820,17 @@ static void print_respool_waits(const result_t *results, unsigned rounds)
 static bool report_workload(const workload_t *wl, result_t results[][MAX_ROUNDS],
                             unsigned rounds, const bouncer_t *bouncer, FILE *tsv)
 {
-    summary_t sum[N_CONTENDERS];
+    contender_summary_t sum[N_CONTENDERS];
     for (size_t c = 0; c < N_CONTENDERS; c++)
         sum[c] = summarize(results[c], rounds);
-    const summary_t *base = &sum[RESPOOL_INDEX];
+    const contender_summary_t *base = &sum[RESPOOL_INDEX];
     bool clean = true;
 
     printf("\n%s\n", wl->title);
     printf("  %-27s %9s %17s %9s %9s %9s %7s\n", "contender", "tx/s", "[min - max]",
            "vs respool", "p99 ms", "vs respool", "errors");
     for (size_t c = 0; c < N_CONTENDERS; c++) {
-        const summary_t *s = &sum[c];
+        const contender_summary_t *s = &sum[c];
         if (!s->ran) {
             printf("  %-27s skipped: %s\n", contenders[c].label, bouncer->why_not);
             clean = false;
@@ -880,27 +863,6 @@ static bool report_workload(const workload_t *wl, result_t results[][MAX_ROUNDS]
     return clean;
 }
 
-/* mkdir -p dir; false (errno set) on failure. */
-static bool make_directories(const char *dir)
-{
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) {
-        errno = ENAMETOOLONG;
-        return false;
-    }
-    for (char *p = path + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char saved = *p;
-            *p = '\0';
-            if (mkdir(path, 0777) != 0 && errno != EEXIST)
-                return false;
-            *p = saved;
-            if (saved == '\0')
-                return true;
-        }
-    }
-}
-
 /* Open $RESPOOL_BENCH_OUT/pg.tsv (making the directory) with its header;
  * NULL with a message on failure. */
 static FILE *open_tsv(const char *dir)
@@ -927,15 +889,6 @@ static FILE *open_tsv(const char *dir)
 /* ------------------------------------------------------------------------ */
 /* main                                                                      */
 /* ------------------------------------------------------------------------ */
-
-/* The extra idle thread: parks on a mutex until main releases it. */
-static void *idle_thread(void *arg)
-{
-    pthread_mutex_t *m = arg;
-    pthread_mutex_lock(m);
-    pthread_mutex_unlock(m);
-    return NULL;
-}
 
 /* Run one contender on one workload and check the rw table afterwards: its
  * sum(n) must have grown by the COMMITs counted (a mismatch is an error). */
@@ -974,10 +927,7 @@ int main(int argc, char **argv)
     double warmup_s = s.seconds / 10;
     warmup_s = warmup_s < 0.2 ? 0.2 : warmup_s > 1 ? 1 : warmup_s;
 
-    pthread_mutex_t park = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&park);
-    pthread_t idle;
-    pthread_create(&idle, NULL, idle_thread, &park);
+    start_idle_thread();
 
     PGconn *admin = PQconnectdb(s.conninfo);
     if (PQstatus(admin) != CONNECTION_OK) {
@@ -1039,7 +989,6 @@ int main(int argc, char **argv)
     if (s.out_dir && *s.out_dir && !tsv)
         clean = false;
 
-    pthread_mutex_unlock(&park);
-    pthread_join(idle, NULL);
+    stop_idle_thread();
     return clean ? 0 : 1;
 }

@@ -290,25 +290,6 @@ void print_report(const bench_results_t *r)
 
 /* ---- TSV files ------------------------------------------------------------------ */
 
-/* mkdir -p */
-static bool make_directories(const char *dir)
-{
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
-        return false;
-    for (char *p = path + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char saved = *p;
-            *p = '\0';
-            if (mkdir(path, 0777) != 0 && errno != EEXIST)
-                return false;
-            *p = saved;
-            if (saved == '\0')
-                return true;
-        }
-    }
-}
-
 /* Open dir/name for writing; NULL with a message on failure. */
 static FILE *open_tsv(const char *dir, const char *name)
 {

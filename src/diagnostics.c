@@ -70,7 +70,7 @@ size_t respool_last_error(respool_t *pool, char *buf, size_t buflen)
     size_t length = strlen(pool->last_error);
     if (buf && buflen)
         snprintf(buf, buflen, "%s", pool->last_error);
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     return length;
 }
 
@@ -115,7 +115,7 @@ void respool_stats(respool_t *pool, respool_stats_t *out)
     out->expired = pool->expired;
     out->leaks = pool->leaks;
     out->consecutive_create_failures = pool->consecutive_failures;
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
 }
 
 /* ---- Prometheus text exposition ------------------------------------------ */

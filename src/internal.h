@@ -14,6 +14,7 @@
 #define RESPOOL_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -45,7 +46,7 @@ typedef enum {
 /* One resource's record. `next` chains the free list and the doomed list;
  * idle slots are named by the idle ring instead. */
 typedef struct slot {
-    void *resource;
+    _Alignas(64) void *resource;
     uint32_t generation; /* +1 at each checkout and each return: a lease is
                             valid only while its generation is current       */
     uint32_t next;
@@ -57,19 +58,33 @@ typedef struct slot {
     int64_t checkout_ns;   /* when the current lease began (if times kept)  */
 } slot_t;
 
+/* Where a blocked checkout sleeps (parking.c): a word it sleeps on
+ * without holding any lock. Bit 0 = finished; the rest counts wake-ups. */
+#define PARKER_FINISHED 1u
+typedef struct parker {
+    _Atomic uint32_t word;
+#if !defined(__linux__) || defined(RESPOOL_PORTABLE_PARKING)
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+#endif
+} parker_t;
+
 /* A thread blocked in respool_checkout. Lives on that thread's stack; it is
  * in the queue exactly while `in_queue`, and only the lock holder touches
- * the queue links or completes it. */
+ * the queue links or completes it. Completing it (waiter_complete) writes
+ * outcome, slot and lease, then finishes the parker: from then on the
+ * waiter owns every field again and returns without taking the lock. */
 typedef struct waiter {
     struct waiter *prev, *next;
-    pthread_cond_t wake;
+    parker_t parker;
     int64_t enqueued_ns; /* when it started waiting: fairness and stats   */
     int64_t deadline_ns; /* NO_DEADLINE when it waits without limit      */
     uint32_t slot;       /* the slot handed to it, NO_SLOT until then    */
     int outcome;         /* WAITER_PENDING until completed               */
+    respool_lease_t lease; /* issued by the completer when outcome is OK */
     bool in_queue;
     bool zero_timeout;   /* timeout 0: fails when its create() fails     */
-    bool signalled;      /* woken and not yet running: no second signal  */
+    bool signalled;      /* woken and not yet running: no second wake    */
 } waiter_t;
 
 #define WAITER_PENDING (-1)
@@ -81,6 +96,10 @@ typedef struct waiter_queue {
 } waiter_queue_t;
 
 struct respool {
+    /* ---- The hot part. Everything the uncontended checkout and checkin
+     * touch is in the first two cache lines: the lock's line and the next,
+     * which ends with config.size and config.strategy. Keep it so: a fast
+     * path pair then moves two lines between cores instead of five. ---- */
     pthread_mutex_t lock;
 
     /* The fast paths are allowed (no clock, no callback, no shutdown):
@@ -88,38 +107,52 @@ struct respool {
     bool fast_checkout; /* no validate(), no timestamps                     */
     bool fast_checkin;  /* no reset(), no timestamps                        */
 
-    /* Configuration (copied at create; size and max_overflow change with
-     * respool_resize under the lock; the rest is read-only after create). */
-    respool_config_t config;
-    respool_factory_t factory;
-    int64_t fairness_ns;  /* < 0: strict hand-off                       */
-    bool keep_times;      /* some feature needs timestamps on the fast path */
-
-    /* Slot table. Invariants: slot_count = chunk_count * SLOT_CHUNK_SIZE;
-     * every slot is in exactly one place: the free list, the idle ring, the
-     * doomed list, or out (BUSY/CHECKING/CREATING/DESTROYING). */
-    slot_t **chunks;
-    uint32_t chunk_count, chunk_capacity, slot_count;
-    uint32_t free_head;             /* free list (via `next`)              */
-    uint32_t doomed_head;           /* doomed list (via `next`)            */
-
     /* The idle ring: slot indices in the order they became idle, oldest at
      * idle_ring[idle_oldest], `idle` of them. LIFO takes the newest end,
      * FIFO the oldest; the reaper and sweeps work from the oldest end.
      * Capacity is a power of two >= slot_count, so it never overflows. */
-    uint32_t *idle_ring;
     uint32_t idle_mask;             /* capacity - 1                        */
+    uint32_t *idle_ring;
     uint32_t idle_oldest;
 
     /* Counts. live = idle + busy. Invariants: idle = length of the idle
      * list; busy = slots BUSY or CHECKING; doomed = slots DOOMED or
      * DESTROYING; creating = create_jobs + slots CREATING. */
-    unsigned idle, busy, doomed;
+    unsigned idle, busy;
+
+    /* Slot table. Invariants: slot_count = chunk_count * SLOT_CHUNK_SIZE;
+     * every slot is in exactly one place: the free list, the idle ring, the
+     * doomed list, or out (BUSY/CHECKING/CREATING/DESTROYING). */
+    uint32_t slot_count;
+    slot_t **chunks;
+
+    waiter_queue_t waiters;
+    uint64_t checkouts; /* for respool_stats, with the counters below      */
+
+    /* Configuration (copied at create; size and max_overflow change with
+     * respool_resize under the lock; the rest is read-only after create). */
+    respool_config_t config;
+    /* ---- end of the hot part ---- */
+
+    /* A waiter's wake-up to deliver after the lock is released (Linux), so
+     * the woken thread does not run into the lock its waker still holds.
+     * NULL whenever the lock is free: every unlock outside the fast paths
+     * goes through pool_unlock, every wait on a pool condition variable
+     * through pool_flush_wakes first. The fast paths never defer. */
+    parker_t *deferred_wake;
+
+    respool_factory_t factory;
+    int64_t fairness_ns;  /* < 0: strict hand-off                       */
+    bool keep_times;      /* some feature needs timestamps on the fast path */
+
+    uint32_t chunk_count, chunk_capacity;
+    uint32_t free_head;             /* free list (via `next`)              */
+    uint32_t doomed_head;           /* doomed list (via `next`)            */
+
+    unsigned doomed;
     unsigned creating;    /* create() calls planned or running          */
     unsigned keepalive_checking; /* of busy: idle ones the manager is validating */
     unsigned create_jobs; /* planned, not yet taken by a helper          */
-
-    waiter_queue_t waiters;
 
     /* Factory health. failing while create() keeps failing: then at most
      * one create() (a probe) is planned, not before retry_at_ns. */
@@ -150,7 +183,7 @@ struct respool {
     bool manager_sleeping;        /* manager waits on manager_wake       */
 
     /* Counters for respool_stats. */
-    uint64_t created, destroyed, checkouts, timeouts, create_failures;
+    uint64_t created, destroyed, timeouts, create_failures;
     uint64_t waits, wait_ns_total, wait_ns_max;
     uint64_t reported_broken, validate_failures, reset_failures;
     uint64_t dismissed, expired, leaks;
@@ -227,6 +260,62 @@ unsigned idle_extract(respool_t *pool, bool (*pick)(const slot_t *slot, int64_t 
                       int64_t arg, uint32_t *out, unsigned max);
 void slot_doom(respool_t *pool, uint32_t index);
 
+/* ---- parking.c ---- */
+void parker_init(parker_t *parker);
+void parker_destroy(parker_t *parker);
+void parker_wait(parker_t *parker, uint32_t ticket, int64_t deadline_ns);
+void parker_wake(parker_t *parker, bool finish);
+void parker_wake_deferred(respool_t *pool, parker_t *parker);
+void parker_notify(parker_t *parker);
+
+/* The word to pass to parker_wait; read it under the pool lock. */
+static inline uint32_t parker_ticket(parker_t *parker)
+{
+    return atomic_load_explicit(&parker->word, memory_order_relaxed);
+}
+
+/* Has a completer finished the waiter? (acquire: its outcome and lease are
+ * then visible without the lock) */
+static inline bool parker_finished(parker_t *parker)
+{
+    return atomic_load_explicit(&parker->word, memory_order_acquire) & PARKER_FINISHED;
+}
+
+/* Deliver a deferred wake-up now (before waiting on a condition variable
+ * of the pool, which releases the lock). */
+static inline void pool_flush_wakes(respool_t *pool)
+{
+    parker_t *parker = pool->deferred_wake;
+    if (parker) {
+        pool->deferred_wake = NULL;
+        parker_notify(parker);
+    }
+}
+
+/* Wait on one of the pool's condition variables (which releases the lock)
+ * until signalled or deadline_ns (NO_DEADLINE = no limit); a deferred
+ * wake-up is delivered first. */
+static inline void pool_cond_wait(respool_t *pool, pthread_cond_t *cond, int64_t deadline_ns)
+{
+    pool_flush_wakes(pool);
+    if (deadline_ns == NO_DEADLINE) {
+        pthread_cond_wait(cond, &pool->lock);
+    } else {
+        struct timespec until = timespec_from_ns(deadline_ns);
+        pthread_cond_timedwait(cond, &pool->lock, &until);
+    }
+}
+
+/* Release the pool lock, then deliver the deferred wake-up, if any. */
+static inline void pool_unlock(respool_t *pool)
+{
+    parker_t *parker = pool->deferred_wake;
+    pool->deferred_wake = NULL;
+    pthread_mutex_unlock(&pool->lock);
+    if (parker)
+        parker_notify(parker);
+}
+
 /* ---- waiters.c ---- */
 void waiter_enqueue(respool_t *pool, waiter_t *waiter);
 void waiter_enqueue_front(respool_t *pool, waiter_t *waiter);
@@ -238,6 +327,8 @@ void waiters_kick(respool_t *pool);
 void waiters_fail(respool_t *pool, int outcome, bool zero_timeout_only);
 
 /* ---- pool.c: where a resource goes next ---- */
+void lease_issue(respool_t *pool, uint32_t index, respool_lease_t *lease);
+void record_wait(respool_t *pool, const waiter_t *waiter, int64_t now_ns);
 void route_resource(respool_t *pool, uint32_t index, bool fresh);
 void shutdown_progress(respool_t *pool);
 

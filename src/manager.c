@@ -173,7 +173,7 @@ static void run_one_create(respool_t *pool)
                       &report);
     } else {
         const respool_factory_t *f = &pool->factory;
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
         char error[512] = "";
         void *resource = NULL;
         int rc = f->create(f->ctx, &resource, error, sizeof error);
@@ -186,7 +186,7 @@ static void run_one_create(respool_t *pool)
         finish_create(pool, index, probe, resource, rc == 0 && resource ? NULL : error, &report);
     }
     if (report.log) {
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
         pool_log(pool, report.level, "%s", report.message);
         pthread_mutex_lock(&pool->lock);
     }
@@ -204,10 +204,10 @@ static void *helper_main(void *arg)
         if (pool->stopping)
             break;
         pool->helpers_idle++;
-        pthread_cond_wait(&pool->helper_wake, &pool->lock);
+        pool_cond_wait(pool, &pool->helper_wake, NO_DEADLINE);
         pool->helpers_idle--;
     }
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     return NULL;
 }
 
@@ -222,7 +222,7 @@ static void destroy_one(respool_t *pool)
     s->state = SLOT_DESTROYING;
     void *resource = s->resource;
     const respool_factory_t *f = &pool->factory;
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     f->destroy(f->ctx, resource);
     pthread_mutex_lock(&pool->lock);
     pool->destroyed++;
@@ -325,7 +325,7 @@ static void sweep_keepalive(respool_t *pool, int64_t now)
             resources[k] = s->resource;
         }
         pool->keepalive_checking += n;
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
         for (unsigned k = 0; k < n; k++)
             usable[k] = f->validate(f->ctx, resources[k]);
         pthread_mutex_lock(&pool->lock);
@@ -374,7 +374,7 @@ static void sweep_leaks(respool_t *pool, int64_t now)
     }
     if (n == 0)
         return;
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     for (unsigned k = 0; k < n; k++)
         pool_log(pool, RESPOOL_LOG_ERROR,
                  "lease of resource %p held for %lld ms (leak threshold %ld ms)",
@@ -408,7 +408,7 @@ static void *manager_main(void *arg)
         if (pool->create_jobs > pool->helpers_idle && pool->helper_count < pool->helper_limit &&
             !pool->stopping) {
             unsigned n = pool->helper_count++;
-            pthread_mutex_unlock(&pool->lock);
+            pool_unlock(pool);
             int rc = pthread_create(&pool->helpers[n], NULL, helper_main, pool);
             pthread_mutex_lock(&pool->lock);
             if (rc != 0) {
@@ -417,7 +417,7 @@ static void *manager_main(void *arg)
                 pool->helper_count--;
                 pool->helper_limit = pool->helper_count;
                 unsigned helpers = pool->helper_count;
-                pthread_mutex_unlock(&pool->lock);
+                pool_unlock(pool);
                 pool_log(pool, RESPOOL_LOG_WARN,
                          "could not start a create helper thread (error %d); continuing with %u",
                          rc, helpers);
@@ -458,18 +458,13 @@ static void *manager_main(void *arg)
         }
 
         pool->manager_sleeping = true;
-        if (next == NO_DEADLINE) {
-            pthread_cond_wait(&pool->manager_wake, &pool->lock);
-        } else {
-            struct timespec until = timespec_from_ns(next);
-            pthread_cond_timedwait(&pool->manager_wake, &pool->lock, &until);
-        }
+        pool_cond_wait(pool, &pool->manager_wake, next);
         pool->manager_sleeping = false;
     }
     /* Stopping: every create and destroy is done (shutdown completed). */
     pthread_cond_broadcast(&pool->helper_wake);
     unsigned helpers = pool->helper_count;
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     for (unsigned i = 0; i < helpers; i++)
         pthread_join(pool->helpers[i], NULL);
     return NULL;
@@ -488,6 +483,6 @@ void manager_stop(respool_t *pool)
     pthread_mutex_lock(&pool->lock);
     pool->stopping = true;
     pthread_cond_signal(&pool->manager_wake);
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     pthread_join(pool->manager, NULL);
 }

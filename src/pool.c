@@ -147,11 +147,11 @@ int respool_create(respool_t **out, const respool_config_t *cfg, const respool_f
     plan_creates(pool);
     pool->settle_waiters++;
     while (!pool->prefill_failed && pool->idle + pool->busy < pool->config.size)
-        pthread_cond_wait(&pool->settled, &pool->lock);
+        pool_cond_wait(pool, &pool->settled, NO_DEADLINE);
     pool->settle_waiters--;
     pool->prefilling = false;
     bool failed = pool->prefill_failed;
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
 
     if (failed) {
         respool_free(pool); /* waits for creates in flight, destroys all */
@@ -251,8 +251,9 @@ static bool has_room(const respool_t *pool)
     return pool->idle + pool->busy + pool->creating < pool->config.size + pool->config.max_overflow;
 }
 
-/* Fill a lease for a slot now BUSY and owned by the caller. */
-static void lease_issue(respool_t *pool, uint32_t index, respool_lease_t *lease)
+/* Fill a lease for a slot now owned by the checkout it is for (the caller's
+ * own, or a waiter's being completed): the slot turns BUSY. */
+void lease_issue(respool_t *pool, uint32_t index, respool_lease_t *lease)
 {
     slot_t *s = slot_at(pool, index);
     s->state = SLOT_BUSY;
@@ -288,7 +289,7 @@ static uint32_t take_idle(respool_t *pool)
     if (f->validate && (pool->config.validate_idle_ms == 0 ||
                         now - s->verified_ns >= ms_to_ns(pool->config.validate_idle_ms))) {
         void *resource = s->resource;
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
         bool usable = f->validate(f->ctx, resource);
         pthread_mutex_lock(&pool->lock);
         if (!usable) {
@@ -303,13 +304,25 @@ static uint32_t take_idle(respool_t *pool)
     return index;
 }
 
-static void record_wait(respool_t *pool, const waiter_t *w)
+/* Count a finished wait in the stats. */
+void record_wait(respool_t *pool, const waiter_t *w, int64_t now_ns)
 {
-    uint64_t waited = (uint64_t)(clock_now_ns() - w->enqueued_ns);
+    uint64_t waited = (uint64_t)(now_ns - w->enqueued_ns);
     pool->waits++;
     pool->wait_ns_total += waited;
     if (waited > pool->wait_ns_max)
         pool->wait_ns_max = waited;
+}
+
+/* The end of a wait completed by waiter_complete: the outcome and lease are
+ * the completer's, already counted. Runs without the lock. */
+static int waiter_finish(waiter_t *w, respool_lease_t *lease)
+{
+    int rc = w->outcome;
+    if (rc == RESPOOL_OK)
+        *lease = w->lease;
+    parker_destroy(&w->parker);
+    return rc;
 }
 
 /* Everything but the fast path: waiting, validation, timestamps, shutdown.
@@ -317,7 +330,7 @@ static void record_wait(respool_t *pool, const waiter_t *w)
 __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long timeout_ms, respool_lease_t *lease)
 {
     if (pool->shutting_down) {
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
         return RESPOOL_ESHUTDOWN;
     }
     /* The deadline counts from here, before any validate() runs. */
@@ -330,12 +343,10 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
     uint32_t index;
     for (;;) {
         if (queued_once && w.outcome != WAITER_PENDING) {
-            /* Completed by someone else — perhaps after being woken for an
-             * idle resource it will not take: pass the wake-up on. */
-            rc = w.outcome;
-            index = w.slot;
-            waiters_kick(pool);
-            break;
+            /* Completed by someone else (waiter_complete issued the lease
+             * and counted the wait) while this thread was not asleep. */
+            pool_unlock(pool);
+            return waiter_finish(&w, lease);
         }
         /* An idle resource may be taken by a thread not yet queued when
          * nobody waits or the longest waiter is within the fairness bound
@@ -391,7 +402,7 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
             w.outcome = WAITER_PENDING;
             w.zero_timeout = timeout_ms == 0;
             w.signalled = false;
-            pthread_cond_init(&w.wake, &pool->monotonic_condattr);
+            parker_init(&w.parker);
             waiter_enqueue(pool, &w);
             queued_once = true;
             plan_creates(pool); /* a create() for this checkout, if there is room */
@@ -405,24 +416,24 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
             rc = RESPOOL_ETIMEDOUT;
             break;
         }
-        if (w.deadline_ns == NO_DEADLINE) {
-            pthread_cond_wait(&w.wake, &pool->lock);
-        } else {
-            struct timespec until = timespec_from_ns(w.deadline_ns);
-            pthread_cond_timedwait(&w.wake, &pool->lock, &until);
-        }
+        /* Sleep without the lock. The ticket is read under it, so a wake-up
+         * or completion after this point makes parker_wait return. */
+        uint32_t ticket = parker_ticket(&w.parker);
+        pool_unlock(pool);
+        parker_wait(&w.parker, ticket, w.deadline_ns);
+        if (parker_finished(&w.parker))
+            return waiter_finish(&w, lease); /* handed a resource or failed */
+        pthread_mutex_lock(&pool->lock);
         w.signalled = false;
     }
 
     if (queued_once) {
-        if (w.outcome == RESPOOL_ETIMEDOUT || w.outcome == RESPOOL_EFULL)
-            pool->timeouts++; /* completed so by a hand-off or the planner */
-        record_wait(pool, &w);
-        pthread_cond_destroy(&w.wake);
+        record_wait(pool, &w, clock_now_ns());
+        parker_destroy(&w.parker);
     }
     if (rc == RESPOOL_OK)
         lease_issue(pool, index, lease);
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     return rc;
 }
 
@@ -442,7 +453,7 @@ int respool_checkout(respool_t *pool, long timeout_ms, respool_lease_t *lease)
     void *resource = s->resource;
     pool->busy++;
     pool->checkouts++;
-    pthread_mutex_unlock(&pool->lock);
+    pthread_mutex_unlock(&pool->lock); /* fast path: no wake-up was deferred */
     lease->resource = resource;
     lease->private_.pool = pool;
     lease->private_.slot = index;
@@ -461,7 +472,7 @@ static inline slot_t *lock_lease(respool_t *pool, const respool_lease_t *lease)
     pthread_mutex_lock(&pool->lock);
     slot_t *s = lease_slot(pool, lease);
     if (!s)
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
     return s;
 }
 
@@ -474,7 +485,7 @@ __attribute__((noinline, cold)) static int checkin_slow(respool_t *pool, slot_t 
     const respool_factory_t *f = &pool->factory;
     if (f->reset) {
         void *resource = s->resource;
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
         bool reusable = f->reset(f->ctx, resource);
         pthread_mutex_lock(&pool->lock);
         if (!reusable) {
@@ -482,13 +493,13 @@ __attribute__((noinline, cold)) static int checkin_slow(respool_t *pool, slot_t 
             slot_doom(pool, index);
             plan_creates(pool);
             shutdown_progress(pool);
-            pthread_mutex_unlock(&pool->lock);
+            pool_unlock(pool);
             lease->resource = NULL;
             return RESPOOL_OK;
         }
     }
     route_resource(pool, index, false);
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     lease->resource = NULL;
     return RESPOOL_OK;
 }
@@ -506,7 +517,7 @@ int respool_checkin(respool_t *pool, respool_lease_t *lease)
         return checkin_slow(pool, s, lease);
     pool->busy--;
     idle_push_newest(pool, lease->private_.slot);
-    pthread_mutex_unlock(&pool->lock);
+    pthread_mutex_unlock(&pool->lock); /* fast path: no wake-up was deferred */
     lease->resource = NULL;
     return RESPOOL_OK;
 }
@@ -521,7 +532,7 @@ int respool_destroyed(respool_t *pool, respool_lease_t *lease)
     slot_doom(pool, lease->private_.slot);
     plan_creates(pool); /* the replacement rule */
     shutdown_progress(pool);
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     lease->resource = NULL;
     return RESPOOL_OK;
 }
@@ -535,7 +546,7 @@ int respool_resize(respool_t *pool, unsigned size, unsigned max_overflow)
         return RESPOOL_EINVAL;
     pthread_mutex_lock(&pool->lock);
     if (pool->shutting_down) {
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
         return RESPOOL_ESHUTDOWN;
     }
     pool->config.size = size;
@@ -551,7 +562,7 @@ int respool_resize(respool_t *pool, unsigned size, unsigned max_overflow)
         manager_notify(pool);
     }
     plan_creates(pool); /* growth; fewer planned creates after a shrink */
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     return RESPOOL_OK;
 }
 
@@ -564,7 +575,7 @@ int respool_shutdown(respool_t *pool, long timeout_ms)
     int64_t deadline = timeout_ms < 0 ? NO_DEADLINE : deadline_after_ms(clock_now_ns(), timeout_ms);
     pthread_mutex_lock(&pool->lock);
     if (pool->shutdown_done) {
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
         return RESPOOL_OK;
     }
     if (!pool->shutting_down) {
@@ -593,15 +604,10 @@ int respool_shutdown(respool_t *pool, long timeout_ms)
             rc = RESPOOL_EBUSY;
             break;
         }
-        if (outstanding && deadline != NO_DEADLINE) {
-            struct timespec until = timespec_from_ns(deadline);
-            pthread_cond_timedwait(&pool->settled, &pool->lock, &until);
-        } else {
-            pthread_cond_wait(&pool->settled, &pool->lock);
-        }
+        pool_cond_wait(pool, &pool->settled, outstanding ? deadline : NO_DEADLINE);
     }
     pool->settle_waiters--;
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     return rc;
 }
 

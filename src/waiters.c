@@ -1,8 +1,9 @@
 /*
  * waiters.c — the FIFO queue of blocked checkouts and the hand-off rule.
  *
- * Each blocked checkout is a waiter_t on its own stack with its own
- * condition variable, so a hand-off wakes exactly the thread it serves.
+ * Each blocked checkout is a waiter_t on its own stack with its own parker
+ * (parking.c), so a hand-off wakes exactly the thread it serves, and a
+ * completed waiter returns without taking the pool lock again.
  * Fairness with throughput (bounded barging, as in Go's sync.Mutex
  * starvation mode): while the longest waiter has waited less than the
  * fairness bound, a returned resource becomes idle and the longest waiter is
@@ -65,17 +66,23 @@ void waiter_dequeue(respool_t *pool, waiter_t *waiter)
     waiter->in_queue = false;
 }
 
-/* End a waiter's wait: it leaves the queue with an outcome (RESPOOL_OK and a
- * slot, or an error) and its thread is woken. Once out of the queue nobody
- * signals it again, so its thread may destroy its condition variable as
- * soon as it holds the lock. */
+/* End a waiter's wait: it leaves the queue with an outcome (RESPOOL_OK with
+ * its lease issued here, or an error), its wait is counted, and its parker
+ * is finished. The waiter may return at once, so nothing here touches it
+ * after parker_wake. If it had been woken for an idle resource it will now
+ * not take, the next in line is woken instead. */
 void waiter_complete(respool_t *pool, waiter_t *waiter, int outcome, uint32_t slot)
 {
     waiter_dequeue(pool, waiter);
     waiter->outcome = outcome;
     waiter->slot = slot;
-    waiter->signalled = true;
-    pthread_cond_signal(&waiter->wake);
+    if (outcome == RESPOOL_OK)
+        lease_issue(pool, slot, &waiter->lease);
+    else if (outcome == RESPOOL_ETIMEDOUT || outcome == RESPOOL_EFULL)
+        pool->timeouts++;
+    record_wait(pool, waiter, clock_now_ns());
+    parker_wake(&waiter->parker, true);
+    waiters_kick(pool);
 }
 
 /* Has the longest waiter waited past the fairness bound? Then nobody may
@@ -99,10 +106,6 @@ bool waiters_hand_off(respool_t *pool, uint32_t index, int64_t now_ns)
             waiter_complete(pool, head, RESPOOL_ETIMEDOUT, NO_SLOT);
             continue;
         }
-        slot_t *s = slot_at(pool, index);
-        s->state = SLOT_BUSY;
-        s->checkout_ns = now_ns; /* for the leak sweep, until lease_issue */
-        s->leak_reported = false;
         waiter_complete(pool, head, RESPOOL_OK, index);
         return true;
     }
@@ -111,13 +114,15 @@ bool waiters_hand_off(respool_t *pool, uint32_t index, int64_t now_ns)
 
 /* Keep the queue moving: when resources are idle and threads wait, the
  * longest waiter must be awake (or about to be) to take one. At most one
- * outstanding wake-up, so a burst of checkins costs one signal. */
+ * outstanding wake-up, so a burst of checkins costs one signal. The wake-up
+ * itself is delivered when the lock is released (pool_unlock), so the
+ * woken thread finds the lock free. */
 void waiters_kick(respool_t *pool)
 {
     waiter_t *head = pool->waiters.head;
     if (head && pool->idle > 0 && !head->signalled) {
         head->signalled = true;
-        pthread_cond_signal(&head->wake);
+        parker_wake_deferred(pool, &head->parker);
     }
 }
 

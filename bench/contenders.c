@@ -39,8 +39,9 @@ typedef struct respool_bench_pool {
 } respool_bench_pool_t;
 
 /* A respool of `size` permanent resources, no overflow, default settings
- * (RESPOOL_BENCH_FAIRNESS_US overrides fairness_us, for experiments). */
-static void *respool_open(unsigned size, bench_make_fn make)
+ * but max_creating (0 = the default; RESPOOL_BENCH_FAIRNESS_US overrides
+ * fairness_us, for experiments). */
+static void *respool_open_creating(unsigned size, bench_make_fn make, unsigned max_creating)
 {
     respool_bench_pool_t *p = calloc(1, sizeof *p);
     if (!p)
@@ -48,6 +49,7 @@ static void *respool_open(unsigned size, bench_make_fn make)
     p->make = make;
     respool_config_t config = {0};
     config.size = size;
+    config.max_creating = max_creating;
     const char *fairness = getenv("RESPOOL_BENCH_FAIRNESS_US");
     if (fairness)
         config.fairness_us = atol(fairness);
@@ -56,6 +58,16 @@ static void *respool_open(unsigned size, bench_make_fn make)
     if (rc != RESPOOL_OK)
         bench_fail("respool_create(size %u): %s", size, respool_strerror(rc));
     return p;
+}
+
+static void *respool_open(unsigned size, bench_make_fn make)
+{
+    return respool_open_creating(size, make, 0);
+}
+
+static void *respool_open_wide(unsigned size, bench_make_fn make)
+{
+    return respool_open_creating(size, make, 64);
 }
 
 /* Checkout without a time limit. */
@@ -102,4 +114,56 @@ const contender_t respool_contender = {
     .close = respool_close,
     .waiting = respool_waiting,
     .takes_factory = true,
+};
+
+const contender_t respool_wide_contender = {
+    .name = "respool-wide",
+    .open = respool_open_wide,
+    .get = respool_get,
+    .put = respool_put,
+    .close = respool_close,
+    .waiting = respool_waiting,
+    .takes_factory = true,
+};
+
+/* ---- unpooled: the scheduler ceiling for W3 --------------------------------- */
+
+static void *unpooled_open(unsigned size, bench_make_fn make)
+{
+    (void)size;
+    (void)make;
+    static char nothing;
+    return &nothing;
+}
+
+static void unpooled_get(void *pool, bench_lease_t *lease)
+{
+    lease->resource = pool;
+}
+
+static void unpooled_put(void *pool, bench_lease_t *lease)
+{
+    (void)pool;
+    (void)lease;
+}
+
+static void unpooled_close(void *pool)
+{
+    (void)pool;
+}
+
+static int unpooled_waiting(void *pool)
+{
+    (void)pool;
+    return 0;
+}
+
+const contender_t unpooled_contender = {
+    .name = "unpooled",
+    .open = unpooled_open,
+    .get = unpooled_get,
+    .put = unpooled_put,
+    .close = unpooled_close,
+    .waiting = unpooled_waiting,
+    .takes_factory = false,
 };

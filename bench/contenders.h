@@ -51,6 +51,13 @@ typedef struct contender {
 void *trivial_resource(void);
 
 extern const contender_t respool_contender;
+/* No pool: get and put do nothing, so every thread always has "a
+ * resource". W3 with it measures what the scheduler alone gives 16 busy
+ * threads on this machine: the ceiling of fairness and throughput. Never
+ * blocks, so it is not a W4 contender. */
+extern const contender_t unpooled_contender;
+/* respool with max_creating = 64: the cold start row that fills in one wave */
+extern const contender_t respool_wide_contender;
 extern const contender_t floor_mutex_contender;
 extern const contender_t floor_fifo_contender;
 extern const contender_t apr_reslist_contender;

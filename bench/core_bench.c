@@ -75,6 +75,11 @@ static void run_core_workloads(bench_results_t *r, int round)
         contended_result_t res = run_contended(all_contenders[i], &p, &r->w3_waits[i]);
         contended_series_add(&r->w3[i], &res);
     }
+    {
+        contended_params_t p = {16, 4, s->hold_ns, s->seconds};
+        contended_result_t res = run_contended(&unpooled_contender, &p, NULL);
+        contended_series_add(&r->w3_unpooled, &res);
+    }
     for (size_t point = 0; point < SWEEP_POINTS; point++) {
         for (size_t k = 0; k < CONTENDER_COUNT; k++) {
             size_t i = rotated(k, round, CONTENDER_COUNT);
@@ -141,6 +146,7 @@ static void run_coldstarts(bench_results_t *r, int round)
 {
     static const contender_t *const makers[COLD_ROWS] = {
         [COLD_RESPOOL] = &respool_contender,
+        [COLD_RESPOOL_WIDE] = &respool_wide_contender,
         [COLD_SEQUENTIAL] = &floor_mutex_contender,
         [COLD_APR] = &apr_reslist_contender,
     };

@@ -82,7 +82,8 @@
 #include <sys/stat.h>
 
 const unsigned sweep_threads[SWEEP_POINTS] = {1, 2, 4, 8, 16, 32};
-const char *const coldstart_names[COLD_ROWS] = {"respool", "sequential", "apr-reslist"};
+const char *const coldstart_names[COLD_ROWS] = {"respool", "respool-wide", "sequential",
+                                                 "apr-reslist"};
 
 void contended_series_add(contended_series_t *series, const contended_result_t *result)
 {
@@ -152,7 +153,6 @@ static void print_contended_table(const char *heading, const contended_series_t 
                series_summary(&s->wait_p99_ns).median / 1e3,
                series_summary(&s->wait_max_ns).max / 1e3);
     }
-    printf("\n");
 }
 
 /* W4: p50 and p99 per contender, the futex floor first. */
@@ -261,7 +261,10 @@ static void print_coldstart_table(const bench_results_t *r)
         printf("    %-16s %12.1f %12.1f %12.1f %9.2fx %10.1f\n", coldstart_names[i], c.median,
                c.min, c.max, ratio_of(c.median, reference), c.median / factory_ms);
     }
-    printf("    (factories = median / factory latency: how many factory latencies in a row)\n\n");
+    printf("    (factories = median / factory latency: how many factory latencies in a row;\n"
+           "     respool: default max_creating 16, so 64 resources take 4 waves;\n"
+           "     respool-wide: max_creating %u, one wave)\n\n",
+           s->cold_pool);
 }
 
 void print_report(const bench_results_t *r)
@@ -282,6 +285,17 @@ void print_report(const bench_results_t *r)
              "wait = time inside checkout)",
              (double)s->hold_ns / 1e3, s->rounds, s->seconds);
     print_contended_table(heading, r->w3);
+    if (!r->w3_unpooled.pairs_per_s.count) {
+        printf("\n");
+    } else {
+        const contended_series_t *u = &r->w3_unpooled;
+        summary_t tp = series_summary(&u->pairs_per_s);
+        printf("    %-16s %11.0f %11.0f %11.0f %9.2fx %8.2f   (no pool: the scheduler's own\n"
+               "    %-16s ceiling of throughput and fairness for 16 busy threads on this machine)\n\n",
+               unpooled_contender.name, tp.median, tp.min, tp.max,
+               ratio_of(tp.median, series_summary(&r->w3[0].pairs_per_s).median),
+               series_summary(&u->fairness).median, "");
+    }
     print_handoff_table(r);
     print_sweep_table(r);
     print_scale_table(r);
@@ -353,6 +367,12 @@ static bool write_w3_tsv(const char *dir, const bench_results_t *r)
         fprintf(f, "\t%.4f\t%.0f\t%.0f\t%.0f\n", series_summary(&s->fairness).median,
                 series_summary(&s->wait_p50_ns).median, series_summary(&s->wait_p99_ns).median,
                 series_summary(&s->wait_max_ns).max);
+    }
+    if (r->w3_unpooled.pairs_per_s.count) {
+        const contended_series_t *u = &r->w3_unpooled;
+        fprintf(f, "%s", unpooled_contender.name);
+        write_summary_fields(f, &u->pairs_per_s, &r->w3[0].pairs_per_s, "%.1f");
+        fprintf(f, "\t%.4f\t-\t-\t-\n", series_summary(&u->fairness).median);
     }
     return close_tsv(f);
 }

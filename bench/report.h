@@ -20,7 +20,7 @@ extern const unsigned sweep_threads[SWEEP_POINTS];
 #define FUTEX_ROW CONTENDER_COUNT
 
 /* Cold-start rows. */
-enum { COLD_RESPOOL, COLD_SEQUENTIAL, COLD_APR, COLD_ROWS };
+enum { COLD_RESPOOL, COLD_RESPOOL_WIDE, COLD_SEQUENTIAL, COLD_APR, COLD_ROWS };
 extern const char *const coldstart_names[COLD_ROWS];
 
 /* The per-round results of one contended workload. */
@@ -45,6 +45,7 @@ typedef struct bench_results {
     series_t w1_ns[CONTENDER_COUNT];           /* 1 thread, pool of 8 */
     series_t w2_pairs_per_s[CONTENDER_COUNT];  /* 2 threads, pool of 8 */
     contended_series_t w3[CONTENDER_COUNT];    /* 16 threads, pool of 4 */
+    contended_series_t w3_unpooled; /* the same threads and work, no pool at all */
     histogram_t w3_waits[CONTENDER_COUNT];     /* every W3 checkout, all rounds */
     series_t sweep_pairs_per_s[SWEEP_POINTS][CONTENDER_COUNT];
     series_t w4_p50_ns[HANDOFF_ROWS], w4_p99_ns[HANDOFF_ROWS];

@@ -155,8 +155,16 @@ typedef struct respool_config {
     long keepalive_ms;
 
     /* When > 0, a lease held longer than this is reported once through the
-     * log (level ERROR) with its age: leak detection. 0 = off. */
+     * log (level ERROR) with its age, call site and thread: leak detection.
+     * 0 = off. */
     long leak_threshold_ms;
+
+    /* Stamp every checkout and checkin with the clock, so hold times appear
+     * in checkout errors, in the leak report and in stats.hold. Costs two
+     * clock reads per checkout+checkin pair (docs/performance.md); on by
+     * itself whenever validate_idle_ms, overflow_idle_ms, max_lifetime_ms,
+     * keepalive_ms or leak_threshold_ms needs timestamps anyway. */
+    bool track_hold_times;
 
     /* Diagnostics sink. NULL = one line on stderr for ERROR and WARN
      * messages; respool_log_discard = silence. */
@@ -206,6 +214,37 @@ RESPOOL_API int respool_create(respool_t **out, const respool_config_t *cfg,
  * nothing). Waiters are served in arrival order, with bounded barging
  * (config.fairness_us). */
 RESPOOL_API int respool_checkout(respool_t *pool, long timeout_ms, respool_lease_t *lease);
+
+/* respool_checkout, recording where it was called ("file:line" and the
+ * function) and the calling thread on the lease's record: a checkout that
+ * fails names the oldest holders by these (respool_checkout_error), and so
+ * does the leak report. The macro below makes every respool_checkout call
+ * do this (cost: docs/performance.md); define RESPOOL_NO_CALL_SITES before
+ * including this header to call the plain function. The strings are kept,
+ * not copied: pass string literals, as the macro does. */
+RESPOOL_API int respool_checkout_at(respool_t *pool, long timeout_ms, respool_lease_t *lease,
+                                    const char *site, const char *function);
+#define RESPOOL_STRINGIFY_(x) #x
+#define RESPOOL_STRINGIFY(x) RESPOOL_STRINGIFY_(x)
+/* "file:line" of the place it is written, as one string literal. */
+#define RESPOOL_HERE __FILE__ ":" RESPOOL_STRINGIFY(__LINE__)
+#ifndef RESPOOL_NO_CALL_SITES
+#define respool_checkout(pool, timeout_ms, lease)                                        \
+    respool_checkout_at((pool), (timeout_ms), (lease), RESPOOL_HERE, __func__)
+#endif
+
+/* Why the calling thread's most recent failed checkout failed, as one line:
+ * the code, how long it waited, the pool's counts (total, busy, idle,
+ * waiting, creating), the last factory error, and the oldest holders with
+ * their call sites, threads and (with hold times tracked) hold times, e.g.
+ *   "checkout timed out after 100 ms: 4 total (4 busy, 0 idle), 2 waiting,
+ *    0 creating; oldest holders: worker.c:42 in handle() thread 4711 for
+ *    2.250 s; ..."
+ * Copied into buf (always NUL-terminated when buflen > 0); returns the full
+ * length like snprintf, 0 when this thread has had no failed checkout. Per
+ * thread, so it is safe to call from anywhere; never contains resource
+ * contents. */
+RESPOOL_API size_t respool_checkout_error(char *buf, size_t buflen);
 
 /* Give a resource back. reset() (where given) runs on this thread first; a
  * resource it rejects, one past its lifetime, or one beyond the pool's
@@ -270,6 +309,13 @@ typedef respool_verdict_t (*respool_work_fn)(void *resource, void *arg);
  * RESPOOL_OK) or RESPOOL_EINVAL for a NULL pool or work. */
 RESPOOL_API int respool_transaction(respool_t *pool, long timeout_ms,
                                     respool_work_fn work, void *arg);
+/* respool_transaction recording the call site, as respool_checkout_at. */
+RESPOOL_API int respool_transaction_at(respool_t *pool, long timeout_ms, respool_work_fn work,
+                                       void *arg, const char *site, const char *function);
+#ifndef RESPOOL_NO_CALL_SITES
+#define respool_transaction(pool, timeout_ms, work, arg)                                 \
+    respool_transaction_at((pool), (timeout_ms), (work), (arg), RESPOOL_HERE, __func__)
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* State, statistics and diagnostics                                         */
@@ -281,6 +327,14 @@ typedef enum {
     RESPOOL_FULL,      /* none idle and overflow exhausted (or max_overflow == 0) */
     RESPOOL_SHUTDOWN,  /* shutdown has begun                                      */
 } respool_state_t;
+
+/* A latency distribution: percentiles from a log-linear histogram (each
+ * at most 6.25% above the true value, never above max_ns). */
+typedef struct respool_latency {
+    uint64_t count;  /* samples */
+    uint64_t sum_ns; /* of all samples */
+    uint64_t p50_ns, p90_ns, p99_ns, p999_ns, max_ns;
+} respool_latency_t;
 
 typedef struct respool_stats {
     respool_state_t state;
@@ -307,6 +361,14 @@ typedef struct respool_stats {
     uint64_t expired;            /* destroyed for max_lifetime_ms                 */
     uint64_t leaks;              /* leases reported past leak_threshold_ms        */
     unsigned consecutive_create_failures; /* 0 while the factory is healthy       */
+    /* Latency histograms since the pool was made. */
+    respool_latency_t checkout_wait; /* time inside respool_checkout of every
+                                        successful checkout (0 when nothing
+                                        had to be waited for)            */
+    respool_latency_t hold;          /* checkout to checkin (or destroyed);
+                                        only while hold times are tracked */
+    respool_latency_t create;        /* each create() call, failed ones too */
+    respool_latency_t validate;      /* each validate() call              */
 } respool_stats_t;
 
 /* One consistent snapshot of the pool, taken atomically with respect to

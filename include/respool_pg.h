@@ -174,6 +174,14 @@ typedef bool (*respool_pg_fn)(PGconn *conn, void *arg);
  * did not run, RESPOOL_OK if fn returned true, RESPOOL_PG_EWORK if it
  * returned false; RESPOOL_EINVAL for a NULL pool or fn. */
 RESPOOL_API int respool_pg_run(respool_t *pool, long timeout_ms, respool_pg_fn fn, void *arg);
+/* respool_pg_run recording the caller's site (as respool_checkout_at); the
+ * macro makes every respool_pg_run call do so unless RESPOOL_NO_CALL_SITES. */
+RESPOOL_API int respool_pg_run_at(respool_t *pool, long timeout_ms, respool_pg_fn fn, void *arg,
+                                  const char *site, const char *function);
+#ifndef RESPOOL_NO_CALL_SITES
+#define respool_pg_run(pool, timeout_ms, fn, arg)                                        \
+    respool_pg_run_at((pool), (timeout_ms), (fn), (arg), RESPOOL_HERE, __func__)
+#endif
 
 /* Copy src into dst[dstlen] (always NUL-terminated when dstlen > 0) with
  * password values hidden: "password=..." values (quoted or not), the

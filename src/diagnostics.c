@@ -4,7 +4,10 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -32,6 +35,26 @@ const char *respool_state_name(respool_state_t state)
     case RESPOOL_SHUTDOWN: return "shutdown";
     default: return "unknown";
     }
+}
+
+/* An snprintf that appends and keeps counting past the end of the buffer. */
+typedef struct text_out {
+    char *buf;
+    size_t cap, len;
+} text_out_t;
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static void text_append(text_out_t *t, const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    size_t room = t->len < t->cap ? t->cap - t->len : 0;
+    int n = vsnprintf(room ? t->buf + t->len : NULL, room, format, args);
+    va_end(args);
+    if (n > 0)
+        t->len += (size_t)n;
 }
 
 /* ---- logging -------------------------------------------------------------- */
@@ -115,30 +138,150 @@ void respool_stats(respool_t *pool, respool_stats_t *out)
     out->expired = pool->expired;
     out->leaks = pool->leaks;
     out->consecutive_create_failures = pool->consecutive_failures;
+    uint64_t waited = pool->wait_histogram.count;
+    histogram_summary(&pool->wait_histogram, pool->checkouts > waited ? pool->checkouts - waited : 0,
+                      &out->checkout_wait);
+    histogram_summary(&pool->hold_histogram, 0, &out->hold);
+    histogram_summary(&pool->create_histogram, 0, &out->create);
+    histogram_summary(&pool->validate_histogram, 0, &out->validate);
     pool_unlock(pool);
 }
 
-/* ---- Prometheus text exposition ------------------------------------------ */
+/* ---- who holds the resources ---------------------------------------------- */
 
-/* An snprintf that appends and keeps counting past the end of the buffer. */
-typedef struct text_out {
-    char *buf;
-    size_t cap, len;
-} text_out_t;
+/* Initial-exec: a plain %fs-relative load on the checkout fast path, even
+ * in the shared library (4 bytes of static TLS). */
+__attribute__((tls_model("initial-exec"))) _Thread_local uint32_t thread_id_cache;
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-static void text_append(text_out_t *t, const char *format, ...)
+uint32_t thread_id_fetch(void)
 {
-    va_list args;
-    va_start(args, format);
-    size_t room = t->len < t->cap ? t->cap - t->len : 0;
-    int n = vsnprintf(room ? t->buf + t->len : NULL, room, format, args);
-    va_end(args);
-    if (n > 0)
-        t->len += (size_t)n;
+    thread_id_cache = (uint32_t)syscall(SYS_gettid);
+    return thread_id_cache;
 }
+
+/* "file:line in function() thread N for 1.250 s" (the time only when asked
+ * and the pool keeps times), appended to t. */
+static void describe_holder(text_out_t *t, const respool_t *pool, const slot_t *s, int64_t now,
+                            bool with_time)
+{
+    if (s->site)
+        text_append(t, "%s in %s()", s->site, s->site_function ? s->site_function : "?");
+    else
+        text_append(t, "an unrecorded call site");
+    if (s->site_thread)
+        text_append(t, " thread %u", s->site_thread);
+    if (with_time && pool->keep_times && s->checkout_ns)
+        text_append(t, " for %.3f s", (double)(now - s->checkout_ns) / 1e9);
+}
+
+void leak_describe(const respool_t *pool, const slot_t *s, int64_t now, char *buf, size_t buflen)
+{
+    text_out_t t = {buf, buflen, 0};
+    buf[0] = '\0';
+    describe_holder(&t, pool, s, now, false);
+}
+
+/* The oldest leases out (lowest checkout sequence), at most `max`, oldest
+ * first. O(slots): runs only when a checkout fails. */
+static unsigned oldest_holders(const respool_t *pool, const slot_t **out, unsigned max)
+{
+    unsigned n = 0;
+    for (uint32_t i = 0; i < pool->slot_count; i++) {
+        const slot_t *s = slot_at(pool, i);
+        if (s->state != SLOT_BUSY)
+            continue;
+        unsigned at = n < max ? n++ : max;
+        while (at > 0 && out[at - 1]->checkout_sequence > s->checkout_sequence) {
+            if (at < max)
+                out[at] = out[at - 1];
+            at--;
+        }
+        if (at < max)
+            out[at] = s;
+    }
+    return n;
+}
+
+#define CHECKOUT_ERROR_SIZE 1024
+#define HOLDERS_NAMED 3
+
+static pthread_key_t checkout_error_key;
+static pthread_once_t checkout_error_once = PTHREAD_ONCE_INIT;
+
+static void checkout_error_key_make(void)
+{
+    pthread_key_create(&checkout_error_key, free);
+}
+
+/* This thread's error buffer, made on its first failed checkout; NULL if
+ * out of memory (the explanation is then lost, the error code is not). */
+static char *checkout_error_buffer(bool create)
+{
+    pthread_once(&checkout_error_once, checkout_error_key_make);
+    char *buf = pthread_getspecific(checkout_error_key);
+    if (!buf && create) {
+        buf = malloc(CHECKOUT_ERROR_SIZE);
+        if (buf && pthread_setspecific(checkout_error_key, buf) != 0) {
+            free(buf);
+            buf = NULL;
+        }
+    }
+    return buf;
+}
+
+void checkout_error_record(respool_t *pool, int code, int64_t started_ns)
+{
+    char *buf = checkout_error_buffer(true);
+    if (!buf)
+        return;
+    int64_t now = clock_now_ns();
+    text_out_t t = {buf, CHECKOUT_ERROR_SIZE, 0};
+    switch (code) {
+    case RESPOOL_ETIMEDOUT:
+        text_append(&t, "checkout timed out after %lld ms", (long long)((now - started_ns) / 1000000));
+        break;
+    case RESPOOL_EFULL: text_append(&t, "checkout found the pool full"); break;
+    case RESPOOL_EFACTORY:
+        text_append(&t, "checkout failed: the factory could not create a resource");
+        break;
+    case RESPOOL_ESHUTDOWN: text_append(&t, "checkout failed: the pool is shutting down"); break;
+    default: text_append(&t, "checkout failed: %s", respool_strerror(code)); break;
+    }
+    text_append(&t, ": %u total (%u busy, %u idle), %u waiting, %u creating", pool->idle + pool->busy,
+                pool->busy, pool->idle, pool->waiters.count, pool->creating);
+    if (pool->last_error[0])
+        text_append(&t, "; last factory error: %s", pool->last_error);
+    const slot_t *holders[HOLDERS_NAMED];
+    unsigned n = oldest_holders(pool, holders, HOLDERS_NAMED);
+    if (n == 0) {
+        text_append(&t, "; no lease is out");
+    } else {
+        text_append(&t, "; oldest holders: ");
+        for (unsigned k = 0; k < n; k++) {
+            if (k)
+                text_append(&t, "; ");
+            describe_holder(&t, pool, holders[k], now, true);
+        }
+    }
+    if (t.len >= CHECKOUT_ERROR_SIZE)
+        memcpy(buf + CHECKOUT_ERROR_SIZE - 4, "...", 4); /* cut: say so */
+}
+
+size_t respool_checkout_error(char *buf, size_t buflen)
+{
+    const char *text = checkout_error_buffer(false);
+    if (!text)
+        text = "";
+    size_t length = strlen(text);
+    if (buf && buflen) {
+        size_t n = length < buflen - 1 ? length : buflen - 1;
+        memcpy(buf, text, n);
+        buf[n] = '\0';
+    }
+    return length;
+}
+
+/* ---- Prometheus text exposition ------------------------------------------ */
 
 typedef struct metric {
     const char *name, *type, *help;
@@ -204,6 +347,31 @@ size_t respool_stats_prometheus(respool_t *pool, const char *name, char *buf, si
         text_append(&t, "# HELP %s %s\n# TYPE %s %s\n%s{pool=\"%s\"} %.15g\n", metrics[m].name,
                     metrics[m].help, metrics[m].name, metrics[m].type, metrics[m].name, label,
                     metrics[m].value);
+    }
+    const struct {
+        const char *name, *help;
+        const respool_latency_t *latency;
+    } summaries[] = {
+        {"respool_checkout_wait_seconds", "Time inside checkout of successful checkouts.",
+         &s.checkout_wait},
+        {"respool_hold_seconds", "Checkout to checkin, while hold times are tracked.", &s.hold},
+        {"respool_create_seconds", "Duration of create() calls.", &s.create},
+        {"respool_validate_seconds", "Duration of validate() calls.", &s.validate},
+    };
+    for (size_t m = 0; m < sizeof summaries / sizeof summaries[0]; m++) {
+        const char *metric = summaries[m].name;
+        const respool_latency_t *l = summaries[m].latency;
+        const struct {
+            const char *quantile;
+            uint64_t ns;
+        } points[] = {{"0.5", l->p50_ns}, {"0.9", l->p90_ns}, {"0.99", l->p99_ns},
+                      {"0.999", l->p999_ns}, {"1", l->max_ns}};
+        text_append(&t, "# HELP %s %s\n# TYPE %s summary\n", metric, summaries[m].help, metric);
+        for (size_t q = 0; q < sizeof points / sizeof points[0]; q++)
+            text_append(&t, "%s{pool=\"%s\",quantile=\"%s\"} %.9g\n", metric, label,
+                        points[q].quantile, points[q].ns / 1e9);
+        text_append(&t, "%s_sum{pool=\"%s\"} %.9g\n%s_count{pool=\"%s\"} %llu\n", metric, label,
+                    l->sum_ns / 1e9, metric, label, (unsigned long long)l->count);
     }
     text_append(&t, "# HELP respool_state Pool state (1 for the current one).\n"
                     "# TYPE respool_state gauge\n");

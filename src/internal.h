@@ -46,7 +46,7 @@ typedef enum {
 /* One resource's record. `next` chains the free list and the doomed list;
  * idle slots are named by the idle ring instead. */
 typedef struct slot {
-    _Alignas(64) void *resource;
+    void *resource;
     uint32_t generation; /* +1 at each checkout and each return: a lease is
                             valid only while its generation is current       */
     uint32_t next;
@@ -56,7 +56,25 @@ typedef struct slot {
     int64_t idle_since_ns; /* when it last became idle (if times are kept)  */
     int64_t verified_ns;   /* last known good: made, returned or validated  */
     int64_t checkout_ns;   /* when the current lease began (if times kept)  */
+    /* Who holds the current lease (respool_checkout_at): for checkout
+     * errors and the leak report. site NULL = not recorded. */
+    const char *site;           /* "file:line"                               */
+    const char *site_function;
+    uint32_t site_thread;       /* kernel thread id of the holder            */
+    uint64_t checkout_sequence; /* pool->checkouts when it was taken: the
+                                   order of the holders, with or without times */
 } slot_t;
+
+/* A latency histogram (histogram.c): log-linear buckets, fixed memory. */
+#define HISTOGRAM_SUB_BITS 4
+#define HISTOGRAM_SUB_BUCKETS (1u << HISTOGRAM_SUB_BITS)
+#define HISTOGRAM_MAX_EXPONENT 48 /* 2^48 ns and above share the last bucket */
+#define HISTOGRAM_BUCKETS                                                              \
+    ((HISTOGRAM_MAX_EXPONENT - HISTOGRAM_SUB_BITS + 1) * HISTOGRAM_SUB_BUCKETS + 1)
+typedef struct histogram {
+    uint64_t count, max_ns, sum_ns;
+    uint64_t buckets[HISTOGRAM_BUCKETS];
+} histogram_t;
 
 /* Where a blocked checkout sleeps (parking.c): a word it sleeps on
  * without holding any lock. Bit 0 = finished; the rest counts wake-ups. */
@@ -68,6 +86,13 @@ typedef struct parker {
     pthread_cond_t wake;
 #endif
 } parker_t;
+
+/* Where a checkout was called from (respool_checkout_at) and by whom. */
+typedef struct call_site {
+    const char *site;     /* "file:line"; NULL: not recorded (plain respool_checkout) */
+    const char *function;
+    uint32_t thread;      /* kernel thread id                           */
+} call_site_t;
 
 /* A thread blocked in respool_checkout. Lives on that thread's stack; it is
  * in the queue exactly while `in_queue`, and only the lock holder touches
@@ -82,6 +107,7 @@ typedef struct waiter {
     uint32_t slot;       /* the slot handed to it, NO_SLOT until then    */
     int outcome;         /* WAITER_PENDING until completed               */
     respool_lease_t lease; /* issued by the completer when outcome is OK */
+    const call_site_t *site; /* recorded on the lease it is issued       */
     bool in_queue;
     bool zero_timeout;   /* timeout 0: fails when its create() fails     */
     bool signalled;      /* woken and not yet running: no second wake    */
@@ -187,6 +213,10 @@ struct respool {
     uint64_t waits, wait_ns_total, wait_ns_max;
     uint64_t reported_broken, validate_failures, reset_failures;
     uint64_t dismissed, expired, leaks;
+
+    /* Latency histograms for respool_stats (the checkouts that did not
+     * wait are counted by `checkouts`, not recorded). */
+    histogram_t wait_histogram, hold_histogram, create_histogram, validate_histogram;
 
     pthread_condattr_t monotonic_condattr; /* for every cond we time-wait on */
 };
@@ -316,6 +346,10 @@ static inline void pool_unlock(respool_t *pool)
         parker_notify(parker);
 }
 
+/* ---- histogram.c ---- */
+void histogram_record(histogram_t *h, uint64_t value_ns);
+void histogram_summary(const histogram_t *h, uint64_t zeros, respool_latency_t *out);
+
 /* ---- waiters.c ---- */
 void waiter_enqueue(respool_t *pool, waiter_t *waiter);
 void waiter_enqueue_front(respool_t *pool, waiter_t *waiter);
@@ -327,8 +361,8 @@ void waiters_kick(respool_t *pool);
 void waiters_fail(respool_t *pool, int outcome, bool zero_timeout_only);
 
 /* ---- pool.c: where a resource goes next ---- */
-void lease_issue(respool_t *pool, uint32_t index, respool_lease_t *lease);
-void record_wait(respool_t *pool, const waiter_t *waiter, int64_t now_ns);
+void lease_issue(respool_t *pool, uint32_t index, respool_lease_t *lease, const call_site_t *site);
+void record_wait(respool_t *pool, const waiter_t *waiter, int64_t now_ns, bool served);
 void route_resource(respool_t *pool, uint32_t index, bool fresh);
 void shutdown_progress(respool_t *pool);
 
@@ -340,6 +374,19 @@ void manager_notify(respool_t *pool);
 void settled_broadcast(respool_t *pool);
 
 /* ---- diagnostics.c ---- */
+/* The calling thread's kernel id: a thread-local read after the first call. */
+extern __attribute__((tls_model("initial-exec"))) _Thread_local uint32_t thread_id_cache;
+uint32_t thread_id_fetch(void);
+static inline uint32_t current_thread_id(void)
+{
+    uint32_t id = thread_id_cache;
+    return __builtin_expect(id != 0, 1) ? id : thread_id_fetch();
+}
+/* Write the calling thread's checkout error (lock held): why `code`, after
+ * waiting since started_ns, with the counts and the oldest holders. */
+void checkout_error_record(respool_t *pool, int code, int64_t started_ns);
+/* "file:line in function() thread N": who holds slot s (leak report). */
+void leak_describe(const respool_t *pool, const slot_t *s, int64_t now, char *buf, size_t buflen);
 void pool_log(respool_t *pool, respool_log_level_t level, const char *format, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))

@@ -176,13 +176,16 @@ static void run_one_create(respool_t *pool)
         pool_unlock(pool);
         char error[512] = "";
         void *resource = NULL;
+        int64_t started = clock_now_ns();
         int rc = f->create(f->ctx, &resource, error, sizeof error);
+        int64_t finished = clock_now_ns();
         error[sizeof error - 1] = '\0';
         if (rc == 0 && !resource)
             snprintf(error, sizeof error, "create() reported success but gave a NULL resource");
         else if (rc != 0 && error[0] == '\0')
             snprintf(error, sizeof error, "create() failed with %d and gave no reason", rc);
         pthread_mutex_lock(&pool->lock);
+        histogram_record(&pool->create_histogram, (uint64_t)(finished - started));
         finish_create(pool, index, probe, resource, rc == 0 && resource ? NULL : error, &report);
     }
     if (report.log) {
@@ -360,6 +363,7 @@ static void sweep_leaks(respool_t *pool, int64_t now)
     struct {
         void *resource;
         int64_t age_ms;
+        char holder[256];
     } found[LEAK_BATCH];
     unsigned n = 0;
     for (uint32_t i = 0; i < pool->slot_count && n < LEAK_BATCH; i++) {
@@ -369,6 +373,7 @@ static void sweep_leaks(respool_t *pool, int64_t now)
             pool->leaks++;
             found[n].resource = s->resource;
             found[n].age_ms = (now - s->checkout_ns) / 1000000;
+            leak_describe(pool, s, now, found[n].holder, sizeof found[n].holder);
             n++;
         }
     }
@@ -377,8 +382,9 @@ static void sweep_leaks(respool_t *pool, int64_t now)
     pool_unlock(pool);
     for (unsigned k = 0; k < n; k++)
         pool_log(pool, RESPOOL_LOG_ERROR,
-                 "lease of resource %p held for %lld ms (leak threshold %ld ms)",
-                 found[k].resource, (long long)found[k].age_ms, pool->config.leak_threshold_ms);
+                 "lease of resource %p held for %lld ms (leak threshold %ld ms), taken at %s",
+                 found[k].resource, (long long)found[k].age_ms, pool->config.leak_threshold_ms,
+                 found[k].holder);
     pthread_mutex_lock(&pool->lock);
 }
 

@@ -119,7 +119,7 @@ int respool_create(respool_t **out, const respool_config_t *cfg, const respool_f
     pool->keep_times = (factory->validate && config.validate_idle_ms > 0) ||
                        config.overflow_idle_ms > 0 || config.max_lifetime_ms > 0 ||
                        (factory->validate && config.keepalive_ms > 0) ||
-                       config.leak_threshold_ms > 0;
+                       config.leak_threshold_ms > 0 || config.track_hold_times;
     pool->fast_checkout = !factory->validate && !pool->keep_times;
     pool->fast_checkin = !factory->reset && !pool->keep_times;
     pool->free_head = pool->doomed_head = NO_SLOT;
@@ -253,7 +253,7 @@ static bool has_room(const respool_t *pool)
 
 /* Fill a lease for a slot now owned by the checkout it is for (the caller's
  * own, or a waiter's being completed): the slot turns BUSY. */
-void lease_issue(respool_t *pool, uint32_t index, respool_lease_t *lease)
+void lease_issue(respool_t *pool, uint32_t index, respool_lease_t *lease, const call_site_t *site)
 {
     slot_t *s = slot_at(pool, index);
     s->state = SLOT_BUSY;
@@ -261,7 +261,10 @@ void lease_issue(respool_t *pool, uint32_t index, respool_lease_t *lease)
     s->leak_reported = false;
     if (pool->keep_times)
         s->checkout_ns = clock_now_ns();
-    pool->checkouts++;
+    s->site = site->site;
+    s->site_function = site->function;
+    s->site_thread = site->thread;
+    s->checkout_sequence = pool->checkouts++;
     lease->resource = s->resource;
     lease->private_.pool = pool;
     lease->private_.slot = index;
@@ -290,8 +293,11 @@ static uint32_t take_idle(respool_t *pool)
                         now - s->verified_ns >= ms_to_ns(pool->config.validate_idle_ms))) {
         void *resource = s->resource;
         pool_unlock(pool);
+        int64_t started = clock_now_ns();
         bool usable = f->validate(f->ctx, resource);
+        int64_t finished = clock_now_ns();
         pthread_mutex_lock(&pool->lock);
+        histogram_record(&pool->validate_histogram, (uint64_t)(finished - started));
         if (!usable) {
             pool->validate_failures++;
             slot_doom(pool, index);
@@ -304,10 +310,13 @@ static uint32_t take_idle(respool_t *pool)
     return index;
 }
 
-/* Count a finished wait in the stats. */
-void record_wait(respool_t *pool, const waiter_t *w, int64_t now_ns)
+/* Count a finished wait in the stats (and, when it ends with a resource,
+ * in the wait histogram). */
+void record_wait(respool_t *pool, const waiter_t *w, int64_t now_ns, bool served)
 {
     uint64_t waited = (uint64_t)(now_ns - w->enqueued_ns);
+    if (served)
+        histogram_record(&pool->wait_histogram, waited);
     pool->waits++;
     pool->wait_ns_total += waited;
     if (waited > pool->wait_ns_max)
@@ -315,27 +324,36 @@ void record_wait(respool_t *pool, const waiter_t *w, int64_t now_ns)
 }
 
 /* The end of a wait completed by waiter_complete: the outcome and lease are
- * the completer's, already counted. Runs without the lock. */
-static int waiter_finish(waiter_t *w, respool_lease_t *lease)
+ * the completer's, already counted. Runs without the lock (a failure takes
+ * it once more, to explain itself). */
+static int waiter_finish(respool_t *pool, waiter_t *w, respool_lease_t *lease)
 {
     int rc = w->outcome;
-    if (rc == RESPOOL_OK)
+    if (rc == RESPOOL_OK) {
         *lease = w->lease;
+    } else {
+        pthread_mutex_lock(&pool->lock);
+        checkout_error_record(pool, rc, w->enqueued_ns);
+        pool_unlock(pool);
+    }
     parker_destroy(&w->parker);
     return rc;
 }
 
 /* Everything but the fast path: waiting, validation, timestamps, shutdown.
  * Called with the lock held; returns with it released. */
-__attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long timeout_ms, respool_lease_t *lease)
+__attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long timeout_ms,
+                                                         respool_lease_t *lease,
+                                                         const call_site_t *site)
 {
+    /* The deadline counts from here, before any validate() runs. */
+    int64_t started = clock_now_ns();
     if (pool->shutting_down) {
+        checkout_error_record(pool, RESPOOL_ESHUTDOWN, started);
         pool_unlock(pool);
         return RESPOOL_ESHUTDOWN;
     }
-    /* The deadline counts from here, before any validate() runs. */
-    int64_t deadline =
-        timeout_ms > 0 ? deadline_after_ms(clock_now_ns(), timeout_ms) : NO_DEADLINE;
+    int64_t deadline = timeout_ms > 0 ? deadline_after_ms(started, timeout_ms) : NO_DEADLINE;
 
     waiter_t w;
     bool queued_once = false; /* w is initialised (and may be in the queue) */
@@ -346,7 +364,7 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
             /* Completed by someone else (waiter_complete issued the lease
              * and counted the wait) while this thread was not asleep. */
             pool_unlock(pool);
-            return waiter_finish(&w, lease);
+            return waiter_finish(pool, &w, lease);
         }
         /* An idle resource may be taken by a thread not yet queued when
          * nobody waits or the longest waiter is within the fairness bound
@@ -402,6 +420,7 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
             w.outcome = WAITER_PENDING;
             w.zero_timeout = timeout_ms == 0;
             w.signalled = false;
+            w.site = site;
             parker_init(&w.parker);
             waiter_enqueue(pool, &w);
             queued_once = true;
@@ -422,37 +441,46 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
         pool_unlock(pool);
         parker_wait(&w.parker, ticket, w.deadline_ns);
         if (parker_finished(&w.parker))
-            return waiter_finish(&w, lease); /* handed a resource or failed */
+            return waiter_finish(pool, &w, lease); /* handed a resource or failed */
         pthread_mutex_lock(&pool->lock);
         w.signalled = false;
     }
 
     if (queued_once) {
-        record_wait(pool, &w, clock_now_ns());
+        record_wait(pool, &w, clock_now_ns(), rc == RESPOOL_OK);
         parker_destroy(&w.parker);
     }
     if (rc == RESPOOL_OK)
-        lease_issue(pool, index, lease);
+        lease_issue(pool, index, lease, site);
+    else
+        checkout_error_record(pool, rc, started);
     pool_unlock(pool);
     return rc;
 }
 
-/* The fast path: an idle resource, nobody waiting, nothing to check. */
-int respool_checkout(respool_t *pool, long timeout_ms, respool_lease_t *lease)
+/* The fast path: an idle resource, nobody waiting, nothing to check. Records
+ * the call site on the slot: three stores and a thread-local read. */
+int respool_checkout_at(respool_t *pool, long timeout_ms, respool_lease_t *lease,
+                        const char *site, const char *function)
 {
     if (!pool || !lease)
         return RESPOOL_EINVAL;
     lease->resource = NULL;
     pthread_mutex_lock(&pool->lock);
-    if (!(pool->idle > 0 && pool->waiters.count == 0 && pool->fast_checkout))
-        return checkout_slow(pool, timeout_ms, lease);
+    if (!(pool->idle > 0 && pool->waiters.count == 0 && pool->fast_checkout)) {
+        call_site_t caller = {site, function, current_thread_id()};
+        return checkout_slow(pool, timeout_ms, lease, &caller);
+    }
     uint32_t index = idle_take(pool);
     slot_t *s = slot_at(pool, index);
     s->state = SLOT_BUSY;
     uint32_t generation = ++s->generation;
     void *resource = s->resource;
+    s->site = site;
+    s->site_function = function;
+    s->site_thread = current_thread_id();
+    s->checkout_sequence = pool->checkouts++;
     pool->busy++;
-    pool->checkouts++;
     pthread_mutex_unlock(&pool->lock); /* fast path: no wake-up was deferred */
     lease->resource = resource;
     lease->private_.pool = pool;
@@ -461,7 +489,21 @@ int respool_checkout(respool_t *pool, long timeout_ms, respool_lease_t *lease)
     return RESPOOL_OK;
 }
 
+/* The contract's checkout: no call site (the header's macro routes calls
+ * through respool_checkout_at; the parentheses keep it off this name). */
+int(respool_checkout)(respool_t *pool, long timeout_ms, respool_lease_t *lease)
+{
+    return respool_checkout_at(pool, timeout_ms, lease, NULL, NULL);
+}
+
 /* ---- checkin and destroyed --------------------------------------------- */
+
+/* A lease ends: its hold time goes to the histogram when times are kept. */
+static void record_hold(respool_t *pool, const slot_t *s)
+{
+    if (pool->keep_times)
+        histogram_record(&pool->hold_histogram, (uint64_t)(clock_now_ns() - s->checkout_ns));
+}
 
 /* Take the lock and find the slot of a current lease. NULL (lock released)
  * for a NULL argument or a stale, doubled, foreign or altered lease. */
@@ -481,6 +523,7 @@ static inline slot_t *lock_lease(respool_t *pool, const respool_lease_t *lease)
 __attribute__((noinline, cold)) static int checkin_slow(respool_t *pool, slot_t *s, respool_lease_t *lease)
 {
     uint32_t index = lease->private_.slot;
+    record_hold(pool, s);
     s->state = SLOT_CHECKING;
     const respool_factory_t *f = &pool->factory;
     if (f->reset) {
@@ -528,6 +571,7 @@ int respool_destroyed(respool_t *pool, respool_lease_t *lease)
     if (!s)
         return RESPOOL_EINVAL;
     s->generation++;
+    record_hold(pool, s);
     pool->reported_broken++;
     slot_doom(pool, lease->private_.slot);
     plan_creates(pool); /* the replacement rule */
@@ -622,12 +666,13 @@ void respool_free(respool_t *pool)
 
 /* ---- transaction ---------------------------------------------------------- */
 
-int respool_transaction(respool_t *pool, long timeout_ms, respool_work_fn work, void *arg)
+int respool_transaction_at(respool_t *pool, long timeout_ms, respool_work_fn work, void *arg,
+                           const char *site, const char *function)
 {
     if (!pool || !work)
         return RESPOOL_EINVAL;
     respool_lease_t lease;
-    int rc = respool_checkout(pool, timeout_ms, &lease);
+    int rc = respool_checkout_at(pool, timeout_ms, &lease, site, function);
     if (rc != RESPOOL_OK)
         return rc;
     if (work(lease.resource, arg) == RESPOOL_BROKEN)
@@ -635,4 +680,9 @@ int respool_transaction(respool_t *pool, long timeout_ms, respool_work_fn work, 
     else
         respool_checkin(pool, &lease);
     return RESPOOL_OK;
+}
+
+int(respool_transaction)(respool_t *pool, long timeout_ms, respool_work_fn work, void *arg)
+{
+    return respool_transaction_at(pool, timeout_ms, work, arg, NULL, NULL);
 }

@@ -1078,12 +1078,13 @@ RESPOOL_API PGconn *respool_pg_conn(const respool_lease_t *lease)
     return ((const pg_connection_t *)lease->resource)->conn;
 }
 
-RESPOOL_API int respool_pg_run(respool_t *pool, long timeout_ms, respool_pg_fn fn, void *arg)
+RESPOOL_API int respool_pg_run_at(respool_t *pool, long timeout_ms, respool_pg_fn fn, void *arg,
+                                  const char *site, const char *function)
 {
     if (!pool || !fn)
         return RESPOOL_EINVAL;
     respool_lease_t lease;
-    int rc = respool_checkout(pool, timeout_ms, &lease);
+    int rc = respool_checkout_at(pool, timeout_ms, &lease, site, function);
     if (rc != RESPOOL_OK)
         return rc;
     PGconn *c = respool_pg_conn(&lease);
@@ -1093,4 +1094,9 @@ RESPOOL_API int respool_pg_run(respool_t *pool, long timeout_ms, respool_pg_fn f
     else
         respool_checkin(pool, &lease);
     return ok ? RESPOOL_OK : RESPOOL_PG_EWORK;
+}
+
+RESPOOL_API int(respool_pg_run)(respool_t *pool, long timeout_ms, respool_pg_fn fn, void *arg)
+{
+    return respool_pg_run_at(pool, timeout_ms, fn, arg, NULL, NULL);
 }

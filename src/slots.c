@@ -9,7 +9,6 @@
  * here runs with the pool lock held.
  */
 #include <stdlib.h>
-#include <string.h>
 
 #include "internal.h"
 
@@ -50,10 +49,9 @@ static int slots_grow(respool_t *pool)
     }
     if (idle_ring_reserve(pool, pool->slot_count + SLOT_CHUNK_SIZE) != RESPOOL_OK)
         return RESPOOL_ENOMEM;
-    slot_t *chunk = aligned_alloc(_Alignof(slot_t), SLOT_CHUNK_SIZE * sizeof *chunk);
+    slot_t *chunk = calloc(SLOT_CHUNK_SIZE, sizeof *chunk);
     if (!chunk)
         return RESPOOL_ENOMEM;
-    memset(chunk, 0, SLOT_CHUNK_SIZE * sizeof *chunk);
     uint32_t first = pool->slot_count;
     pool->chunks[pool->chunk_count++] = chunk;
     pool->slot_count += SLOT_CHUNK_SIZE;

@@ -77,10 +77,10 @@ void waiter_complete(respool_t *pool, waiter_t *waiter, int outcome, uint32_t sl
     waiter->outcome = outcome;
     waiter->slot = slot;
     if (outcome == RESPOOL_OK)
-        lease_issue(pool, slot, &waiter->lease);
+        lease_issue(pool, slot, &waiter->lease, waiter->site);
     else if (outcome == RESPOOL_ETIMEDOUT || outcome == RESPOOL_EFULL)
         pool->timeouts++;
-    record_wait(pool, waiter, clock_now_ns());
+    record_wait(pool, waiter, clock_now_ns(), outcome == RESPOOL_OK);
     parker_wake(&waiter->parker, true);
     waiters_kick(pool);
 }

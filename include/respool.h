@@ -166,6 +166,25 @@ typedef struct respool_config {
      * keepalive_ms or leak_threshold_ms needs timestamps anyway. */
     bool track_hold_times;
 
+    /* Load shedding. max_waiting > 0 caps the queue: a checkout that would
+     * wait behind that many fails at once with RESPOOL_EFULL. With
+     * deadline_admission, a checkout whose expected wait — its place in the
+     * queue times the recent hold time, over size + max_overflow — exceeds
+     * its timeout fails at once with RESPOOL_EFULL instead of waiting in
+     * vain (turns on track_hold_times). */
+    unsigned max_waiting;
+    bool deadline_admission;
+
+    /* The factory's fork hook (here rather than in respool_factory_t, so
+     * that the contract's five-field factory initialisers keep compiling).
+     * Optional: release a resource inherited across fork() without touching
+     * what it shares with the parent — no goodbye on a shared socket (for
+     * libpq: close the descriptor, never PQfinish). respool_free in a child
+     * process calls it once per inherited resource, with factory.ctx,
+     * instead of destroy(). NULL = inherited resources are left alone
+     * (their memory is not freed). See respool_free and docs/api.md. */
+    void (*abandon)(void *ctx, void *resource);
+
     /* Diagnostics sink. NULL = one line on stderr for ERROR and WARN
      * messages; respool_log_discard = silence. */
     respool_log_fn log;
@@ -270,6 +289,45 @@ RESPOOL_API int respool_destroyed(respool_t *pool, respool_lease_t *lease);
  *   RESPOOL_MAX_RESOURCES), RESPOOL_ESHUTDOWN. */
 RESPOOL_API int respool_resize(respool_t *pool, unsigned size, unsigned max_overflow);
 
+/* Take a checked-out resource out of the pool for good (puddle's Hijack):
+ * the pool forgets it — it is never validated, reset, destroyed or counted
+ * again — and makes a replacement when it needs one. *resource receives it;
+ * destroying it is now the caller's job. The lease is cleared. Counted in
+ * stats.detached (created == destroyed + detached once all is done).
+ *   RESPOOL_OK, RESPOOL_EINVAL (NULL argument, or a lease as for checkin). */
+RESPOOL_API int respool_detach(respool_t *pool, respool_lease_t *lease, void **resource);
+
+/* Pause (PgBouncer's PAUSE, HikariCP's suspend): nothing is handed out
+ * until respool_resume. Checkouts wait within their timeouts (timeout 0
+ * fails at once with RESPOOL_EFULL); leases still come back and become
+ * idle. Idempotent. Shutdown ends a pause.
+ *   RESPOOL_OK, RESPOOL_EINVAL (NULL), RESPOOL_ESHUTDOWN. */
+RESPOOL_API int respool_pause(respool_t *pool);
+/* End a pause: waiting checkouts are served in arrival order.
+ *   RESPOOL_OK, RESPOOL_EINVAL (NULL). */
+RESPOOL_API int respool_resume(respool_t *pool);
+
+/* Evict all (pgxpool's Reset, HikariCP's soft evict), e.g. after rotating
+ * credentials or a failover: idle resources are destroyed now, checked-out
+ * ones when they come back, those being created when their create()
+ * returns; the pool refills with new ones. Counted in stats.evicted.
+ *   RESPOOL_OK, RESPOOL_EINVAL (NULL), RESPOOL_ESHUTDOWN. */
+RESPOOL_API int respool_evict_all(respool_t *pool);
+
+/* A file descriptor (Linux eventfd) that is readable exactly while a
+ * checkout with timeout 0 would find an idle resource for it — not paused,
+ * nobody waiting ahead — so code built on poll, epoll, libuv or libevent
+ * can share the pool with blocking threads: wait for POLLIN, then
+ * respool_checkout(pool, 0, ...), which may still lose the race to another
+ * thread (RESPOOL_EFULL: wait again). Level-triggered; never read it
+ * yourself. Made on the first call (the same fd after that), owned and
+ * closed by the pool. Once requested, checkout and checkin keep it current:
+ * a system call when the pool goes between "something idle" and "nothing
+ * idle", and the fast paths are off (docs/performance.md).
+ *   >= 0 the fd; -1 for a NULL pool or when eventfd is not available
+ *   (errno tells). */
+RESPOOL_API int respool_ready_fd(respool_t *pool);
+
 /* Safe shutdown. From its first instant new checkouts fail with
  * RESPOOL_ESHUTDOWN and no new resources are made; checkouts already waiting
  * are still served by resources that come back (and by create() calls
@@ -361,6 +419,11 @@ typedef struct respool_stats {
     uint64_t expired;            /* destroyed for max_lifetime_ms                 */
     uint64_t leaks;              /* leases reported past leak_threshold_ms        */
     unsigned consecutive_create_failures; /* 0 while the factory is healthy       */
+    uint64_t evicted;            /* destroyed because of respool_evict_all        */
+    uint64_t detached;           /* taken out for good by respool_detach          */
+    uint64_t shed;               /* checkouts refused at once by max_waiting or
+                                    deadline_admission (not in timeouts)          */
+    bool paused;                 /* respool_pause is in effect                    */
     /* Latency histograms since the pool was made. */
     respool_latency_t checkout_wait; /* time inside respool_checkout of every
                                         successful checkout (0 when nothing

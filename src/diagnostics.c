@@ -138,6 +138,10 @@ void respool_stats(respool_t *pool, respool_stats_t *out)
     out->expired = pool->expired;
     out->leaks = pool->leaks;
     out->consecutive_create_failures = pool->consecutive_failures;
+    out->evicted = pool->evicted;
+    out->detached = pool->detached;
+    out->shed = pool->shed;
+    out->paused = pool->paused;
     uint64_t waited = pool->wait_histogram.count;
     histogram_summary(&pool->wait_histogram, pool->checkouts > waited ? pool->checkouts - waited : 0,
                       &out->checkout_wait);
@@ -229,7 +233,7 @@ static char *checkout_error_buffer(bool create)
     return buf;
 }
 
-void checkout_error_record(respool_t *pool, int code, int64_t started_ns)
+void checkout_error_record(respool_t *pool, int code, int64_t started_ns, const char *detail)
 {
     char *buf = checkout_error_buffer(true);
     if (!buf)
@@ -247,6 +251,8 @@ void checkout_error_record(respool_t *pool, int code, int64_t started_ns)
     case RESPOOL_ESHUTDOWN: text_append(&t, "checkout failed: the pool is shutting down"); break;
     default: text_append(&t, "checkout failed: %s", respool_strerror(code)); break;
     }
+    if (detail)
+        text_append(&t, " (%s)", detail);
     text_append(&t, ": %u total (%u busy, %u idle), %u waiting, %u creating", pool->idle + pool->busy,
                 pool->busy, pool->idle, pool->waiters.count, pool->creating);
     if (pool->last_error[0])
@@ -341,6 +347,13 @@ size_t respool_stats_prometheus(respool_t *pool, const char *name, char *buf, si
          (double)s.expired},
         {"respool_leaks_total", "counter", "Leases reported past the leak threshold.",
          (double)s.leaks},
+        {"respool_evicted_total", "counter", "Resources destroyed by evict-all.",
+         (double)s.evicted},
+        {"respool_detached_total", "counter", "Resources taken out for good.",
+         (double)s.detached},
+        {"respool_shed_total", "counter", "Checkouts refused at once by load shedding.",
+         (double)s.shed},
+        {"respool_paused", "gauge", "1 while the pool is paused.", s.paused},
     };
     text_out_t t = {buf, buf ? buflen : 0, 0};
     for (size_t m = 0; m < sizeof metrics / sizeof metrics[0]; m++) {

@@ -52,6 +52,9 @@ typedef struct slot {
     uint32_t next;
     uint8_t state;         /* slot_state_t */
     bool leak_reported;    /* this checkout was already reported as a leak  */
+    uint32_t epoch;        /* pool->epoch when its create() began: a resource
+                              of an older epoch is destroyed when it comes back
+                              (respool_evict_all)                            */
     int64_t expires_ns;    /* end of life (max_lifetime_ms), 0 = never      */
     int64_t idle_since_ns; /* when it last became idle (if times are kept)  */
     int64_t verified_ns;   /* last known good: made, returned or validated  */
@@ -154,6 +157,7 @@ struct respool {
 
     waiter_queue_t waiters;
     uint64_t checkouts; /* for respool_stats, with the counters below      */
+    uint32_t epoch;     /* +1 at each respool_evict_all                    */
 
     /* Configuration (copied at create; size and max_overflow change with
      * respool_resize under the lock; the rest is read-only after create). */
@@ -193,6 +197,18 @@ struct respool {
     bool prefill_failed;
     bool shutting_down;      /* respool_shutdown has begun               */
     bool shutdown_done;      /* it returned RESPOOL_OK once              */
+    bool paused;             /* respool_pause: nothing is handed out      */
+    bool forked;             /* this is a child process's copy (fork.c)   */
+
+    /* Load shedding: the recent hold time (EWMA, from track_hold_times),
+     * for deadline-aware admission. 0 = not known yet. */
+    int64_t hold_estimate_ns;
+
+    /* respool_ready_fd: an eventfd readable while a checkout with timeout
+     * 0 would find a resource idle for it (-1 = not requested), and
+     * whether it is readable now. Synchronised at each pool_unlock. */
+    int ready_fd;
+    bool ready_fd_readable;
     bool stopping;           /* respool_free: manager and helpers exit   */
 
     /* The manager and its helpers. The manager destroys, keeps time and
@@ -213,6 +229,7 @@ struct respool {
     uint64_t waits, wait_ns_total, wait_ns_max;
     uint64_t reported_broken, validate_failures, reset_failures;
     uint64_t dismissed, expired, leaks;
+    uint64_t evicted, detached, shed;
 
     /* Latency histograms for respool_stats (the checkouts that did not
      * wait are counted by `checkouts`, not recorded). */
@@ -336,9 +353,14 @@ static inline void pool_cond_wait(respool_t *pool, pthread_cond_t *cond, int64_t
     }
 }
 
+/* Make the readiness fd's state match the pool's (admin.c). */
+void ready_fd_sync(respool_t *pool);
+
 /* Release the pool lock, then deliver the deferred wake-up, if any. */
 static inline void pool_unlock(respool_t *pool)
 {
+    if (pool->ready_fd >= 0)
+        ready_fd_sync(pool);
     parker_t *parker = pool->deferred_wake;
     pool->deferred_wake = NULL;
     pthread_mutex_unlock(&pool->lock);
@@ -361,10 +383,16 @@ void waiters_kick(respool_t *pool);
 void waiters_fail(respool_t *pool, int outcome, bool zero_timeout_only);
 
 /* ---- pool.c: where a resource goes next ---- */
+void fast_paths_update(respool_t *pool);
 void lease_issue(respool_t *pool, uint32_t index, respool_lease_t *lease, const call_site_t *site);
 void record_wait(respool_t *pool, const waiter_t *waiter, int64_t now_ns, bool served);
 void route_resource(respool_t *pool, uint32_t index, bool fresh);
 void shutdown_progress(respool_t *pool);
+
+/* ---- fork.c ---- */
+int fork_register(respool_t *pool);
+void fork_unregister(respool_t *pool);
+void fork_free_in_child(respool_t *pool);
 
 /* ---- manager.c ---- */
 int manager_start(respool_t *pool);
@@ -384,7 +412,7 @@ static inline uint32_t current_thread_id(void)
 }
 /* Write the calling thread's checkout error (lock held): why `code`, after
  * waiting since started_ns, with the counts and the oldest holders. */
-void checkout_error_record(respool_t *pool, int code, int64_t started_ns);
+void checkout_error_record(respool_t *pool, int code, int64_t started_ns, const char *detail);
 /* "file:line in function() thread N": who holds slot s (leak report). */
 void leak_describe(const respool_t *pool, const slot_t *s, int64_t now, char *buf, size_t buflen);
 void pool_log(respool_t *pool, respool_log_level_t level, const char *format, ...)

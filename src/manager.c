@@ -46,7 +46,10 @@ void plan_creates(respool_t *pool)
     const respool_config_t *c = &pool->config;
     unsigned live = pool->idle + pool->busy;
     unsigned capacity = c->size + c->max_overflow;
-    unsigned uncovered = pool->waiters.count > pool->idle ? pool->waiters.count - pool->idle : 0;
+    /* Paused, waiters are not served, so they ask for no resources. */
+    unsigned uncovered = !pool->paused && pool->waiters.count > pool->idle
+                             ? pool->waiters.count - pool->idle
+                             : 0;
     uint64_t want = (uint64_t)live + uncovered;
     if (want < c->size)
         want = c->size;
@@ -339,7 +342,7 @@ static void sweep_keepalive(respool_t *pool, int64_t now)
             if (!usable[k]) {
                 pool->validate_failures++;
                 slot_doom(pool, batch[k]);
-            } else if (pool->shutting_down || pool->waiters.count ||
+            } else if (pool->shutting_down || pool->waiters.count || s->epoch != pool->epoch ||
                        pool->idle + pool->busy > pool->config.size ||
                        (s->expires_ns && checked >= s->expires_ns)) {
                 /* Shutdown, waiters, a shrink or the end of its life came

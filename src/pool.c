@@ -9,6 +9,8 @@
  * the waiter queue (waiters.c).
  */
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -84,6 +86,8 @@ static void pool_release_memory(respool_t *pool)
     free(pool->chunks);
     free(pool->idle_ring);
     free(pool->helpers);
+    if (pool->ready_fd >= 0)
+        close(pool->ready_fd);
     pthread_cond_destroy(&pool->manager_wake);
     pthread_cond_destroy(&pool->helper_wake);
     pthread_cond_destroy(&pool->settled);
@@ -104,9 +108,12 @@ int respool_create(respool_t **out, const respool_config_t *cfg, const respool_f
     if (rc != RESPOOL_OK)
         return rc;
 
-    respool_t *pool = calloc(1, sizeof *pool);
+    /* Cache-line aligned, so the hot part really is two lines. */
+    respool_t *pool = aligned_alloc(64, (sizeof *pool + 63) / 64 * 64);
     if (!pool)
         return RESPOOL_ENOMEM;
+    memset(pool, 0, sizeof *pool);
+    pool->ready_fd = -1;
     pool->helpers = calloc(config.max_creating, sizeof *pool->helpers);
     if (!pool->helpers) {
         free(pool);
@@ -119,9 +126,9 @@ int respool_create(respool_t **out, const respool_config_t *cfg, const respool_f
     pool->keep_times = (factory->validate && config.validate_idle_ms > 0) ||
                        config.overflow_idle_ms > 0 || config.max_lifetime_ms > 0 ||
                        (factory->validate && config.keepalive_ms > 0) ||
-                       config.leak_threshold_ms > 0 || config.track_hold_times;
-    pool->fast_checkout = !factory->validate && !pool->keep_times;
-    pool->fast_checkin = !factory->reset && !pool->keep_times;
+                       config.leak_threshold_ms > 0 || config.track_hold_times ||
+                       config.deadline_admission;
+    fast_paths_update(pool);
     pool->free_head = pool->doomed_head = NO_SLOT;
     pool->retry_delay_ns = ms_to_ns(config.retry_initial_ms);
     pool->random_state = (uint64_t)clock_now_ns() ^ (uint64_t)(uintptr_t)pool;
@@ -156,6 +163,10 @@ int respool_create(respool_t **out, const respool_config_t *cfg, const respool_f
     if (failed) {
         respool_free(pool); /* waits for creates in flight, destroys all */
         return RESPOOL_EFACTORY;
+    }
+    if (fork_register(pool) != RESPOOL_OK) {
+        respool_free(pool);
+        return RESPOOL_ENOMEM;
     }
     *out = pool;
     return RESPOOL_OK;
@@ -202,6 +213,16 @@ void route_resource(respool_t *pool, uint32_t index, bool fresh)
         slot_doom(pool, index);
         return;
     }
+    if (s->epoch != pool->epoch) { /* made before respool_evict_all */
+        pool->evicted++;
+        slot_doom(pool, index);
+        plan_creates(pool);
+        return;
+    }
+    if (pool->paused) { /* kept for resume; waiters are served then */
+        make_idle(pool, index, now);
+        return;
+    }
     if (s->expires_ns && now >= s->expires_ns) {
         pool->expired++;
         slot_doom(pool, index);
@@ -242,6 +263,17 @@ void shutdown_progress(respool_t *pool)
     if (pool->creating == 0 && pool->waiters.count)
         waiters_fail(pool, RESPOOL_ESHUTDOWN, pool->busy > 0);
     settled_broadcast(pool);
+}
+
+/* Which fast paths are allowed: none while shutting down, paused (checkout),
+ * with timestamps kept, a readiness fd to maintain, or in a forked child;
+ * checkout not with validate(), checkin not with reset(). Call after any of
+ * those changes. */
+void fast_paths_update(respool_t *pool)
+{
+    bool plain = !pool->keep_times && !pool->shutting_down && pool->ready_fd < 0 && !pool->forked;
+    pool->fast_checkout = plain && !pool->factory.validate && !pool->paused;
+    pool->fast_checkin = plain && !pool->factory.reset;
 }
 
 /* ---- checkout ----------------------------------------------------------- */
@@ -310,6 +342,25 @@ static uint32_t take_idle(respool_t *pool)
     return index;
 }
 
+/* Load shedding before a checkout joins the queue: the queue is at
+ * max_waiting, or (deadline_admission) the wait expected at the back of the
+ * queue — its position times the recent hold time, over the pool's
+ * capacity — exceeds the checkout's timeout. */
+static const char *admission_refused(const respool_t *pool, long timeout_ms)
+{
+    const respool_config_t *c = &pool->config;
+    if (c->max_waiting > 0 && pool->waiters.count >= c->max_waiting)
+        return "shed: max_waiting threads are already waiting";
+    if (!c->deadline_admission || timeout_ms <= 0 || pool->hold_estimate_ns == 0)
+        return NULL;
+    uint64_t position = (uint64_t)pool->waiters.count + 1;
+    uint64_t capacity = (uint64_t)c->size + c->max_overflow;
+    double expected_ns = (double)position * (double)pool->hold_estimate_ns / (double)capacity;
+    if (expected_ns > (double)timeout_ms * 1e6)
+        return "shed: the expected wait (queue position x recent hold time / capacity) exceeds the timeout";
+    return NULL;
+}
+
 /* Count a finished wait in the stats (and, when it ends with a resource,
  * in the wait histogram). */
 void record_wait(respool_t *pool, const waiter_t *w, int64_t now_ns, bool served)
@@ -333,7 +384,7 @@ static int waiter_finish(respool_t *pool, waiter_t *w, respool_lease_t *lease)
         *lease = w->lease;
     } else {
         pthread_mutex_lock(&pool->lock);
-        checkout_error_record(pool, rc, w->enqueued_ns);
+        checkout_error_record(pool, rc, w->enqueued_ns, NULL);
         pool_unlock(pool);
     }
     parker_destroy(&w->parker);
@@ -348,8 +399,10 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
 {
     /* The deadline counts from here, before any validate() runs. */
     int64_t started = clock_now_ns();
-    if (pool->shutting_down) {
-        checkout_error_record(pool, RESPOOL_ESHUTDOWN, started);
+    if (pool->shutting_down || pool->forked) {
+        checkout_error_record(pool, RESPOOL_ESHUTDOWN, started,
+                              pool->forked ? "this is a fork() child: the resources are the parent's"
+                                           : NULL);
         pool_unlock(pool);
         return RESPOOL_ESHUTDOWN;
     }
@@ -357,6 +410,7 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
 
     waiter_t w;
     bool queued_once = false; /* w is initialised (and may be in the queue) */
+    const char *detail = NULL; /* for the error text: why, beyond the code */
     int rc;
     uint32_t index;
     for (;;) {
@@ -370,7 +424,7 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
          * nobody waits or the longest waiter is within the fairness bound
          * (barging), and by a queued thread when it is first in line. */
         bool may_take;
-        if (pool->idle == 0)
+        if (pool->idle == 0 || pool->paused)
             may_take = false;
         else if (queued_once)
             may_take = pool->waiters.head == &w;
@@ -402,8 +456,14 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
                 rc = RESPOOL_ESHUTDOWN;
                 break;
             }
-            if (timeout_ms == 0 && !has_room(pool)) {
+            if (timeout_ms == 0 && (!has_room(pool) || pool->paused)) {
                 pool->timeouts++;
+                rc = RESPOOL_EFULL;
+                detail = pool->paused ? "the pool is paused" : NULL;
+                break;
+            }
+            if ((detail = admission_refused(pool, timeout_ms)) != NULL) {
+                pool->shed++;
                 rc = RESPOOL_EFULL;
                 break;
             }
@@ -437,13 +497,13 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
         }
         /* Sleep without the lock. The ticket is read under it, so a wake-up
          * or completion after this point makes parker_wait return. */
+        w.signalled = false; /* awake and about to sleep: the next wake-up counts */
         uint32_t ticket = parker_ticket(&w.parker);
         pool_unlock(pool);
         parker_wait(&w.parker, ticket, w.deadline_ns);
         if (parker_finished(&w.parker))
             return waiter_finish(pool, &w, lease); /* handed a resource or failed */
         pthread_mutex_lock(&pool->lock);
-        w.signalled = false;
     }
 
     if (queued_once) {
@@ -453,7 +513,7 @@ __attribute__((noinline, cold)) static int checkout_slow(respool_t *pool, long t
     if (rc == RESPOOL_OK)
         lease_issue(pool, index, lease, site);
     else
-        checkout_error_record(pool, rc, started);
+        checkout_error_record(pool, rc, started, detail);
     pool_unlock(pool);
     return rc;
 }
@@ -498,11 +558,17 @@ int(respool_checkout)(respool_t *pool, long timeout_ms, respool_lease_t *lease)
 
 /* ---- checkin and destroyed --------------------------------------------- */
 
-/* A lease ends: its hold time goes to the histogram when times are kept. */
+/* A lease ends: its hold time goes to the histogram and to the estimate
+ * deadline-aware admission uses (an EWMA with weight 1/8), when times are
+ * kept. */
 static void record_hold(respool_t *pool, const slot_t *s)
 {
-    if (pool->keep_times)
-        histogram_record(&pool->hold_histogram, (uint64_t)(clock_now_ns() - s->checkout_ns));
+    if (!pool->keep_times)
+        return;
+    int64_t held = clock_now_ns() - s->checkout_ns;
+    histogram_record(&pool->hold_histogram, (uint64_t)held);
+    pool->hold_estimate_ns =
+        pool->hold_estimate_ns ? pool->hold_estimate_ns + (held - pool->hold_estimate_ns) / 8 : held;
 }
 
 /* Take the lock and find the slot of a current lease. NULL (lock released)
@@ -523,6 +589,10 @@ static inline slot_t *lock_lease(respool_t *pool, const respool_lease_t *lease)
 __attribute__((noinline, cold)) static int checkin_slow(respool_t *pool, slot_t *s, respool_lease_t *lease)
 {
     uint32_t index = lease->private_.slot;
+    if (pool->forked) { /* the parent's resource: never reset or reused here */
+        pool_unlock(pool);
+        return RESPOOL_EINVAL;
+    }
     record_hold(pool, s);
     s->state = SLOT_CHECKING;
     const respool_factory_t *f = &pool->factory;
@@ -556,7 +626,7 @@ int respool_checkin(respool_t *pool, respool_lease_t *lease)
         return RESPOOL_EINVAL;
     s->generation++; /* from here the lease is stale: a second checkin fails */
     if (!(pool->fast_checkin && pool->waiters.count == 0 &&
-          pool->idle + pool->busy <= pool->config.size))
+          pool->idle + pool->busy <= pool->config.size && s->epoch == pool->epoch))
         return checkin_slow(pool, s, lease);
     pool->busy--;
     idle_push_newest(pool, lease->private_.slot);
@@ -570,6 +640,10 @@ int respool_destroyed(respool_t *pool, respool_lease_t *lease)
     slot_t *s = lock_lease(pool, lease);
     if (!s)
         return RESPOOL_EINVAL;
+    if (pool->forked) { /* the parent's resource: leave it alone */
+        pool_unlock(pool);
+        return RESPOOL_EINVAL;
+    }
     s->generation++;
     record_hold(pool, s);
     pool->reported_broken++;
@@ -589,7 +663,7 @@ int respool_resize(respool_t *pool, unsigned size, unsigned max_overflow)
     if (!pool || capacity == 0 || capacity > RESPOOL_MAX_RESOURCES)
         return RESPOOL_EINVAL;
     pthread_mutex_lock(&pool->lock);
-    if (pool->shutting_down) {
+    if (pool->shutting_down || pool->forked) {
         pool_unlock(pool);
         return RESPOOL_ESHUTDOWN;
     }
@@ -618,13 +692,14 @@ int respool_shutdown(respool_t *pool, long timeout_ms)
         return RESPOOL_EINVAL;
     int64_t deadline = timeout_ms < 0 ? NO_DEADLINE : deadline_after_ms(clock_now_ns(), timeout_ms);
     pthread_mutex_lock(&pool->lock);
-    if (pool->shutdown_done) {
+    if (pool->shutdown_done || pool->forked) { /* a fork child has nothing to wait for */
         pool_unlock(pool);
         return RESPOOL_OK;
     }
     if (!pool->shutting_down) {
         pool->shutting_down = true;
-        pool->fast_checkout = pool->fast_checkin = false;
+        pool->paused = false; /* shutdown serves the waiters it can */
+        fast_paths_update(pool);
         /* No new resources: drop the planned creates, destroy the idle. */
         pool->creating -= pool->create_jobs;
         pool->create_jobs = 0;
@@ -636,7 +711,10 @@ int respool_shutdown(respool_t *pool, long timeout_ms)
     pool->settle_waiters++;
     for (;;) {
         bool outstanding = pool->busy > pool->keepalive_checking || pool->creating > 0;
-        if (!outstanding && pool->doomed == 0 && pool->idle == 0) {
+        /* Keepalive checks in flight are waited for like destroys: the
+         * resource they hold may still go to a queued checkout. */
+        if (!outstanding && pool->doomed == 0 && pool->idle == 0 &&
+            pool->keepalive_checking == 0) {
             pool->shutdown_done = true;
             rc = RESPOOL_OK;
             break;
@@ -659,6 +737,13 @@ void respool_free(respool_t *pool)
 {
     if (!pool)
         return;
+    if (pool->forked) { /* a fork() child's copy: abandon, free, join nothing */
+        if (pool->ready_fd >= 0)
+            close(pool->ready_fd);
+        fork_free_in_child(pool);
+        return;
+    }
+    fork_unregister(pool);
     respool_shutdown(pool, -1);
     manager_stop(pool);
     pool_release_memory(pool);

@@ -14,8 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000L
 #define DEFAULT_VALIDATE_IDLE_MS 1000L
@@ -930,12 +932,41 @@ RESPOOL_API respool_factory_t respool_pg_factory(respool_pg_factory_t *f)
     return fac;
 }
 
+/* The fork hook (config.abandon): a connection inherited by a child
+ * process. Its socket is the parent's too, so nothing may be sent on it —
+ * PQfinish would send Terminate and end the parent's session. The child's
+ * descriptor is pointed at /dev/null first (dup2 keeps the number, so no
+ * other descriptor can take it meanwhile); PQfinish then says goodbye to
+ * /dev/null and frees libpq's memory. */
+static void pg_abandon(void *ctx, void *resource)
+{
+    (void)ctx;
+    pg_connection_t *pc = resource;
+    int fd = PQsocket(pc->conn);
+    if (fd >= 0) {
+        int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null_fd < 0 || dup2(null_fd, fd) < 0) {
+            /* Cannot neutralise it: leak the connection rather than
+             * touch the parent's session. */
+            if (null_fd >= 0)
+                close(null_fd);
+            return;
+        }
+        close(null_fd);
+    }
+    PQfinish(pc->conn);
+    free(pc);
+}
+
 RESPOOL_API void respool_pg_config_apply(const respool_pg_factory_t *f, respool_config_t *cfg)
 {
     /* validate on every checkout from the idle list: pg_validate does the
-     * zero-round-trip check each time and decides about the ping itself. */
-    if (f && cfg)
+     * zero-round-trip check each time and decides about the ping itself;
+     * inherited connections are abandoned in a fork() child. */
+    if (f && cfg) {
         cfg->validate_idle_ms = 0;
+        cfg->abandon = pg_abandon;
+    }
 }
 
 RESPOOL_API size_t respool_pg_last_error(respool_pg_factory_t *f, char *buf, size_t buflen)

@@ -76,6 +76,7 @@ int slot_reserve(respool_t *pool, uint32_t *index)
     slot_t *s = slot_at(pool, i);
     pool->free_head = s->next;
     s->state = SLOT_CREATING;
+    s->epoch = pool->epoch;
     s->resource = NULL;
     s->next = NO_SLOT;
     s->leak_reported = false;

@@ -18,8 +18,10 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "support/fake_factory.h"
 #include "support/test_helpers.h"
@@ -456,4 +458,86 @@ Test(regression_keepalive_shrink, keepalive_respects_shrink)
     CHECK_RC(respool_checkin(pool, &held), RESPOOL_OK);
     respool_free(pool);
     fake_fini(&fk);
+}
+
+/* Bug (race review of the parker change, pre-existing): shutdown returned OK
+ * while the only resource was inside the manager's keepalive validate() and
+ * a checkout was queued; that checkout then got a lease after shutdown had
+ * said everything was back. */
+static atomic_int keepalive_inside, keepalive_release;
+static atomic_int keepalive_destroyed;
+
+static int gate_create(void *ctx, void **resource, char *err, size_t errlen)
+{
+    (void)ctx, (void)err, (void)errlen;
+    *resource = malloc(8);
+    return *resource ? 0 : -1;
+}
+
+static void gate_destroy(void *ctx, void *resource)
+{
+    (void)ctx;
+    free(resource);
+    atomic_fetch_add(&keepalive_destroyed, 1);
+}
+
+/* Keepalive's validate(): parks until the test opens the gate. */
+static bool gate_validate(void *ctx, void *resource)
+{
+    (void)ctx, (void)resource;
+    atomic_store(&keepalive_inside, 1);
+    for (int i = 0; i < 10000 && !atomic_load(&keepalive_release); i++)
+        usleep(1000);
+    return true;
+}
+
+static bool keepalive_started(const respool_stats_t *s, void *arg)
+{
+    (void)s, (void)arg;
+    return atomic_load(&keepalive_inside) == 1;
+}
+
+typedef struct shutdown_call {
+    respool_t *pool;
+    int rc;
+    atomic_int done;
+} shutdown_call_t;
+
+static void *call_shutdown(void *arg)
+{
+    shutdown_call_t *call = arg;
+    call->rc = respool_shutdown(call->pool, 5000);
+    atomic_store(&call->done, 1);
+    return NULL;
+}
+
+Test(regression_shutdown_keepalive, shutdown_waits_for_keepalive_check)
+{
+    respool_config_t cfg = quiet_config(1, 0);
+    cfg.keepalive_ms = 5;
+    cfg.validate_idle_ms = 1000000; /* not at checkout: only keepalive validates */
+    respool_factory_t factory = {gate_create, gate_destroy, gate_validate, NULL, NULL};
+    respool_t *pool = make_pool(cfg, factory);
+    cr_assert(pool_wait(pool, keepalive_started, NULL, WAIT_MS));
+    task_t waiter;
+    task_start(&waiter, pool, -1, false);
+    cr_assert(pool_wait_waiting(pool, 1, WAIT_MS));
+
+    shutdown_call_t call = {pool, -1, 0};
+    pthread_t shutdown_thread;
+    cr_assert_eq(pthread_create(&shutdown_thread, NULL, call_shutdown, &call), 0);
+    cr_assert(pool_wait(pool, shutting_down, NULL, WAIT_MS));
+    usleep(20000); /* gives a wrong shutdown time to return; checked either way */
+    cr_assert_eq(atomic_load(&call.done), 0, "shutdown returned %d with a keepalive check out",
+                 call.rc);
+
+    atomic_store(&keepalive_release, 1);
+    cr_assert(task_wait(&waiter, WAIT_MS));
+    CHECK_RC(waiter.rc, RESPOOL_OK); /* the queued checkout is still served */
+    cr_assert_eq(atomic_load(&call.done), 0, "shutdown returned with a lease out");
+    CHECK_RC(respool_checkin(pool, &waiter.lease), RESPOOL_OK);
+    pthread_join(shutdown_thread, NULL);
+    CHECK_RC(call.rc, RESPOOL_OK);
+    cr_assert_eq(atomic_load(&keepalive_destroyed), 1);
+    respool_free(pool);
 }

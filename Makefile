@@ -57,7 +57,7 @@ TEST_CFLAGS  :=
 TEST_LINK    := -lcriterion
 TEST_DEPS    :=
 endif
-EXAMPLES     := $(BUILD)/examples/handles
+EXAMPLES     := $(BUILD)/examples/handles $(BUILD)/examples/ready_poll
 
 .PHONY: all check test examples asan tsan demo bench install install-pg uninstall clean deps pg pg-test
 
@@ -100,14 +100,17 @@ test: $(TEST_BINARY)
 check: deps
 	$(MAKE) all test examples pg-test
 	$(BUILD)/examples/handles
+	$(BUILD)/examples/ready_poll
 
 asan:
 	$(MAKE) BUILD=build/asan SANITIZE=address,undefined CFLAGS="-O1 -g" test examples pg-test
 	build/asan/examples/handles
+	build/asan/examples/ready_poll
 
 tsan:
 	$(MAKE) BUILD=build/tsan SANITIZE=thread CFLAGS="-O1 -g" TEST_RUNNER=shim test examples pg-test
 	build/tsan/examples/handles
+	build/tsan/examples/ready_poll
 
 # The main job: examples/pg_demo on a throwaway local PostgreSQL server.
 demo: deps

@@ -5,6 +5,8 @@
 #include "pg_support.h"
 
 #include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,5 +99,46 @@ Test(pg, run_broken_reported_destroyed, .timeout = 30)
     cr_expect_eq(s.reported_broken, 1);
     cr_expect_eq(s.reset_failures, 0);
     cr_expect_eq(respool_pg_run(pool, 5000, add_one, &(int){1}), RESPOOL_OK);
+    shutdown_and_check_balanced(pool);
+}
+
+/* fork() with connections out and idle: the child frees its copy of the
+ * pool (each inherited connection abandoned: nothing sent on the parent's
+ * sockets), and the parent's sessions live on — the same backends answer. */
+Test(pg, fork_child_leaves_parent_sessions_alone, .timeout = 30)
+{
+    respool_t *pool = make_pool(pg_url(), 2, 0, NULL);
+    respool_lease_t out, idle;
+    PGconn *held = checkout(pool, &out);
+    PGconn *other = checkout(pool, &idle);
+    int held_pid = PQbackendPID(held), other_pid = PQbackendPID(other);
+    cr_assert_eq(respool_checkin(pool, &idle), RESPOOL_OK);
+
+    fflush(NULL);
+    pid_t child = fork();
+    cr_assert_geq(child, 0);
+    if (child == 0) {
+        respool_lease_t lease;
+        int rc = respool_checkout(pool, 0, &lease);
+        respool_pg_pool_free(pool); /* abandons both connections */
+        _exit(rc == RESPOOL_ESHUTDOWN ? 0 : 1);
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(child, &status, 0), child);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    char *v = query1(held, "SELECT pg_backend_pid()");
+    cr_expect_eq(atoi(v), held_pid, "the leased session survived the child");
+    free(v);
+    cr_assert_eq(respool_checkin(pool, &out), RESPOOL_OK);
+    respool_lease_t again;
+    PGconn *c = checkout(pool, &again);
+    v = query1(c, "SELECT pg_backend_pid()");
+    int pid = atoi(v);
+    free(v);
+    cr_expect(pid == held_pid || pid == other_pid, "a surviving session, not a new one");
+    cr_assert_eq(respool_checkin(pool, &again), RESPOOL_OK);
+    respool_stats_t s = stats_of(pool);
+    cr_expect_eq(s.created, 2, "no connection had to be replaced");
     shutdown_and_check_balanced(pool);
 }

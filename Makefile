@@ -5,10 +5,14 @@
 #                   PostgreSQL, on a throwaway server) and the examples
 #   make asan       the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan       the same under ThreadSanitizer
+#   make memcheck   a subset of the core tests under valgrind memcheck
+#   make helgrind   the same subset under valgrind helgrind
 #   make demo       the main job: examples/pg_demo on a throwaway server
 #   make pg         build/librespool_pg.a, the PostgreSQL adapter
 #   make bench      benchmarks against the floors and the peers, Postgres
 #                   included; writes docs/performance.md (QUICK=1: short)
+#   make fuzz       fuzz the pool against the model of its contract
+#                   (libFuzzer, clang; FUZZ_SECONDS=60)
 #   make install    PREFIX=/usr/local DESTDIR= : headers, libraries, respool.pc
 #   make install-pg the same plus the PostgreSQL adapter (respool_pg.pc)
 #   make clean
@@ -42,7 +46,7 @@ STATIC_LIB   := $(BUILD)/librespool.a
 SHARED_LIB   := $(BUILD)/librespool.so.$(VERSION)
 
 TEST_SOURCES := $(wildcard tests/test_*.c)
-TEST_SUPPORT := $(wildcard tests/support/*.c)
+TEST_SUPPORT := $(wildcard tests/support/*.c) $(wildcard tests/model/*.c)
 TEST_BINARY  := $(BUILD)/tests/respool_tests
 # TEST_RUNNER=shim builds the same tests against tests/shim, a minimal
 # Criterion stand-in, for ThreadSanitizer (Criterion cannot start under it:
@@ -59,7 +63,7 @@ TEST_DEPS    :=
 endif
 EXAMPLES     := $(BUILD)/examples/handles $(BUILD)/examples/ready_poll
 
-.PHONY: all check test examples asan tsan demo bench install install-pg uninstall clean deps pg pg-test
+.PHONY: all check test examples asan tsan demo bench install install-pg uninstall clean deps pg pg-test fuzz
 
 all: $(STATIC_LIB) $(SHARED_LIB)
 
@@ -83,7 +87,7 @@ $(BUILD)/obj $(BUILD)/tests $(BUILD)/examples $(BUILD)/bench:
 deps:
 	@scripts/deps.sh pg
 
-$(TEST_BINARY): $(TEST_SOURCES) $(TEST_SUPPORT) $(wildcard tests/support/*.h) $(TEST_DEPS) $(STATIC_LIB) | $(BUILD)/tests
+$(TEST_BINARY): $(TEST_SOURCES) $(TEST_SUPPORT) $(wildcard tests/support/*.h tests/model/*.h) $(TEST_DEPS) $(STATIC_LIB) | $(BUILD)/tests
 	$(CC) $(ALL_CFLAGS) $(TEST_CFLAGS) -Itests -o $@ $(TEST_SOURCES) $(TEST_SUPPORT) $(TEST_LINK) $(STATIC_LIB) $(LDSAN)
 
 $(BUILD)/examples/%: examples/%.c $(STATIC_LIB) | $(BUILD)/examples
@@ -111,6 +115,31 @@ tsan:
 	$(MAKE) BUILD=build/tsan SANITIZE=thread CFLAGS="-O1 -g" TEST_RUNNER=shim test examples pg-test
 	build/tsan/examples/handles
 	build/tsan/examples/ready_poll
+
+# valgrind (memcheck, helgrind) on a subset of the core tests: the API, the
+# stress and race tests at a smaller scale (the RESPOOL_* knobs of
+# tests/support/stress_kit.h), the model tests. Built against the shim
+# runner, whose forked test processes valgrind follows without
+# --trace-children (Criterion's own threads and IPC would only add noise),
+# one filter per run; a valgrind error makes that test's process exit 1,
+# so the test and the target fail. Each target takes about a minute on 2
+# cores. tests/valgrind.supp explains each suppression.
+VALGRIND_BUILD   := build/valgrind
+VALGRIND_TESTS   := $(VALGRIND_BUILD)/tests/respool_tests
+VALGRIND_FILTERS := 'api_*' 'stress_*' 'races_*' 'model*'
+VALGRIND_KNOBS   := RESPOOL_STRESS_MS=3000 RESPOOL_STRESS_WAITERS=400 RESPOOL_RACE_ITERATIONS=20000
+VALGRIND         := valgrind -q --error-exitcode=1 --suppressions=tests/valgrind.supp
+memcheck: VALGRIND_TOOL := --tool=memcheck --leak-check=full --errors-for-leak-kinds=definite
+helgrind: VALGRIND_TOOL := --tool=helgrind
+
+.PHONY: memcheck helgrind
+memcheck helgrind:
+	$(MAKE) BUILD=$(VALGRIND_BUILD) SANITIZE= CFLAGS="-O1 -g" TEST_RUNNER=shim $(VALGRIND_TESTS)
+	@set -e; for filter in $(VALGRIND_FILTERS); do \
+	    echo "$@: $$filter"; \
+	    $(VALGRIND_KNOBS) $(VALGRIND) $(VALGRIND_TOOL) $(VALGRIND_TESTS) -j2 --timeout=600 \
+	        --filter=$$filter; \
+	done
 
 # The main job: examples/pg_demo on a throwaway local PostgreSQL server.
 demo: deps
@@ -195,6 +224,42 @@ $(BUILD)/bench/pg_bench: bench/pg_bench.c bench/harness.c bench/harness.h includ
 pg-test: $(PG_TESTS) $(PG_DEMO)
 	scripts/with-pg-sandbox $(PG_TESTS) -j1 --timeout 120 $(RESPOOL_TEST_FLAGS)
 	RESPOOL_DEMO_SECONDS=2 scripts/with-pg-sandbox $(PG_DEMO)
+
+# ---- fuzzing ----------------------------------------------------------------
+# fuzz/fuzz_model: libFuzzer decodes each input into a pool configuration and
+# a sequence of operations and runs it against a fresh pool and the model of
+# tests/model (the model test's decoder and executor), under ASan + UBSan;
+# the library is compiled into the target, so coverage steers by its
+# branches. `make fuzz` fuzzes for FUZZ_SECONDS on a copy of fuzz/corpus (the
+# committed corpus does not grow) and prints the executions; a failing input
+# is saved as $(BUILD)/fuzz/crash-<sha1> (a hang: timeout-<sha1>, after 30 s).
+# Replay one with `build/fuzz/fuzz_model <file>`. FUZZ_FLAGS adds libFuzzer
+# flags (-jobs=2).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS   ?=
+FUZZ_BINARY  := $(BUILD)/fuzz/fuzz_model
+FUZZ_SOURCES := fuzz/fuzz_model.c $(wildcard tests/model/*.c) tests/support/fake_factory.c \
+                $(LIB_SOURCES)
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARNINGS) -O1 -g -fno-omit-frame-pointer -pthread \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iinclude -Itests
+
+# deps.sh fuzz installs clang and its libFuzzer runtime when run as root, or
+# names the packages to install.
+$(FUZZ_BINARY): $(FUZZ_SOURCES) $(wildcard tests/model/*.h tests/support/*.h) $(LIB_HEADERS)
+	@scripts/deps.sh fuzz
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(FUZZ_SOURCES)
+
+fuzz: $(FUZZ_BINARY)
+	rm -rf $(BUILD)/fuzz/corpus && mkdir -p $(BUILD)/fuzz/corpus && cp fuzz/corpus/* $(BUILD)/fuzz/corpus/
+	{ $(FUZZ_BINARY) -max_total_time=$(FUZZ_SECONDS) -timeout=30 -print_final_stats=1 \
+	    -artifact_prefix=$(BUILD)/fuzz/ $(FUZZ_FLAGS) $(BUILD)/fuzz/corpus 2>&1; \
+	    echo $$? > $(BUILD)/fuzz/status; } | tee $(BUILD)/fuzz/last-run.log
+	@awk '/^stat::number_of_executed_units/ {n = $$2} /^stat::average_exec_per_sec/ {r = $$2} \
+	    END {if (n) printf "fuzz_model: %s executions in $(FUZZ_SECONDS) s (%s/s)\n", n, r}' \
+	    $(BUILD)/fuzz/last-run.log
+	@exit $$(cat $(BUILD)/fuzz/status)
 
 $(BUILD)/%.pc: %.pc.in Makefile
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \

@@ -47,6 +47,36 @@ void fake_fini(fake_factory_t *f)
     pthread_mutex_destroy(&f->lock);
 }
 
+bool fake_reconcile(fake_factory_t *f, char *why, size_t whylen)
+{
+    pthread_mutex_lock(&f->lock);
+    bool ok = true;
+    for (unsigned i = 0; i < f->count && ok; i++) {
+        int destroyed = atomic_load(&f->all[i]->destroyed);
+        if (destroyed != 1) {
+            snprintf(why, whylen, "fake_factory: resource %u was destroyed %d times",
+                     f->all[i]->id, destroyed);
+            ok = false;
+        }
+    }
+    if (ok && f->created != f->destroyed) {
+        snprintf(why, whylen, "fake_factory: created %llu != destroyed %llu",
+                 (unsigned long long)f->created, (unsigned long long)f->destroyed);
+        ok = false;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return ok;
+}
+
+void fake_release(fake_factory_t *f)
+{
+    for (unsigned i = 0; i < f->count; i++)
+        free(f->all[i]);
+    f->count = 0;
+    pthread_cond_destroy(&f->changed);
+    pthread_mutex_destroy(&f->lock);
+}
+
 static int fake_create(void *ctx, void **resource, char *err, size_t errlen)
 {
     fake_factory_t *f = ctx;

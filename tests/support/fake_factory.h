@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "respool.h"
@@ -60,6 +61,13 @@ typedef struct fake_factory {
 void fake_init(fake_factory_t *f);
 /* Checks every resource ever made was destroyed exactly once, frees them. */
 void fake_fini(fake_factory_t *f);
+/* The check fake_fini makes, without aborting: true when every resource ever
+ * made was destroyed exactly once; otherwise false with the first problem
+ * written into why[whylen]. Frees nothing. */
+bool fake_reconcile(fake_factory_t *f, char *why, size_t whylen);
+/* Free every resource and the factory's lock without checking anything: for
+ * tearing down after a run that already failed (the pool must be gone). */
+void fake_release(fake_factory_t *f);
 
 /* The factory to hand to respool_create: with validate and reset, or only
  * create and destroy. */

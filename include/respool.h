@@ -304,7 +304,7 @@ RESPOOL_API int respool_detach(respool_t *pool, respool_lease_t *lease, void **r
  *   RESPOOL_OK, RESPOOL_EINVAL (NULL), RESPOOL_ESHUTDOWN. */
 RESPOOL_API int respool_pause(respool_t *pool);
 /* End a pause: waiting checkouts are served in arrival order.
- *   RESPOOL_OK, RESPOOL_EINVAL (NULL). */
+ *   RESPOOL_OK, RESPOOL_EINVAL (NULL), RESPOOL_ESHUTDOWN (fork() child). */
 RESPOOL_API int respool_resume(respool_t *pool);
 
 /* Evict all (pgxpool's Reset, HikariCP's soft evict), e.g. after rotating
@@ -324,8 +324,8 @@ RESPOOL_API int respool_evict_all(respool_t *pool);
  * closed by the pool. Once requested, checkout and checkin keep it current:
  * a system call when the pool goes between "something idle" and "nothing
  * idle", and the fast paths are off (docs/performance.md).
- *   >= 0 the fd; -1 for a NULL pool or when eventfd is not available
- *   (errno tells). */
+ *   >= 0 the fd; -1 for a NULL pool, in a fork() child (EINVAL), or when
+ *   eventfd is not available (errno tells). */
 RESPOOL_API int respool_ready_fd(respool_t *pool);
 
 /* Safe shutdown. From its first instant new checkouts fail with

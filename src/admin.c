@@ -63,6 +63,10 @@ int respool_resume(respool_t *pool)
     if (!pool)
         return RESPOOL_EINVAL;
     pthread_mutex_lock(&pool->lock);
+    if (pool->forked) {
+        pool_unlock(pool);
+        return RESPOOL_ESHUTDOWN;
+    }
     if (pool->paused) {
         pool->paused = false;
         fast_paths_update(pool);
@@ -104,6 +108,8 @@ static bool ready_now(const respool_t *pool)
 
 void ready_fd_sync(respool_t *pool)
 {
+    if (pool->forked)
+        return; /* the eventfd is the parent's too */
     bool want = ready_now(pool);
     if (want == pool->ready_fd_readable)
         return;
@@ -123,6 +129,11 @@ int respool_ready_fd(respool_t *pool)
         return -1;
     }
     pthread_mutex_lock(&pool->lock);
+    if (pool->forked) { /* the eventfd, if any, is shared with the parent */
+        pool_unlock(pool);
+        errno = EINVAL;
+        return -1;
+    }
     if (pool->ready_fd < 0) {
 #if defined(__linux__)
         int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -126,15 +126,18 @@ typedef struct waiter_queue {
 
 struct respool {
     /* ---- The hot part. Everything the uncontended checkout and checkin
-     * touch is in the first two cache lines: the lock's line and the next,
-     * which ends with config.size and config.strategy. Keep it so: a fast
-     * path pair then moves two lines between cores instead of five. ---- */
+     * touch is in the first two cache lines (the struct is 64-byte
+     * aligned): the lock's line and the next, which ends with config.size.
+     * Keep it so: a fast path pair then moves two lines between cores
+     * instead of five. ---- */
     pthread_mutex_t lock;
 
     /* The fast paths are allowed (no clock, no callback, no shutdown):
      * set at create from the config, cleared when shutdown begins. */
     bool fast_checkout; /* no validate(), no timestamps                     */
     bool fast_checkin;  /* no reset(), no timestamps                        */
+    bool fifo;          /* config.strategy == RESPOOL_FIFO (read-only), here
+                           so that the fast paths need no third line      */
 
     /* The idle ring: slot indices in the order they became idle, oldest at
      * idle_ring[idle_oldest], `idle` of them. LIFO takes the newest end,
@@ -289,7 +292,7 @@ static inline uint32_t idle_take_oldest(respool_t *pool)
 /* Take the idle resource the strategy names (idle > 0). */
 static inline uint32_t idle_take(respool_t *pool)
 {
-    if (pool->config.strategy == RESPOOL_FIFO)
+    if (pool->fifo)
         return idle_take_oldest(pool);
     pool->idle--;
     return pool->idle_ring[(pool->idle_oldest + pool->idle) & pool->idle_mask];

@@ -120,6 +120,7 @@ int respool_create(respool_t **out, const respool_config_t *cfg, const respool_f
         return RESPOOL_ENOMEM;
     }
     pool->config = config;
+    pool->fifo = config.strategy == RESPOOL_FIFO;
     pool->factory = *factory;
     pool->helper_limit = config.max_creating;
     pool->fairness_ns = config.fairness_us < 0 ? -1 : (int64_t)config.fairness_us * 1000;

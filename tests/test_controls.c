@@ -408,6 +408,8 @@ static int child_checks(respool_t *pool, respool_lease_t *held)
         return 3;
     if (respool_shutdown(pool, 1000) != RESPOOL_OK)
         return 4;
+    if (respool_resume(pool) != RESPOOL_ESHUTDOWN || respool_ready_fd(pool) != -1)
+        return 7;
     respool_free(pool);
     if (atomic_load(&abandoned) != 3) /* two idle and one out */
         return 5;

@@ -251,6 +251,28 @@ static bool live_at_most(const respool_stats_t *s, void *arg)
     return s->idle + s->busy <= *(const unsigned *)arg && s->destroyed >= 1;
 }
 
+typedef struct shutdown_call {
+    respool_t *pool;
+    int rc;
+    atomic_int done;
+} shutdown_call_t;
+
+static void *call_shutdown(void *arg)
+{
+    shutdown_call_t *call = arg;
+    call->rc = respool_shutdown(call->pool, 5000);
+    atomic_store(&call->done, 1);
+    return NULL;
+}
+
+static void *call_shutdown_now(void *arg)
+{
+    shutdown_call_t *call = arg;
+    call->rc = respool_shutdown(call->pool, 0);
+    atomic_store(&call->done, 1);
+    return NULL;
+}
+
 /* ---- the regressions ------------------------------------------------------- */
 
 /* Bug: a waiter woken for an idle resource but completed by a hand-off did not pass the wake-up on. */
@@ -400,9 +422,16 @@ Test(regression_keepalive_ebusy, keepalive_check_is_not_a_lease)
     cr_assert(gate_wait_inside(WAIT_MS)); /* the manager is validating the only resource */
     ASSERT_EQ_U(stats_of(pool).busy, 1);
 
-    int rc = respool_shutdown(pool, 0);
+    /* Shutdown waits for the check (like a destroy, without limit: the
+     * resource might still go to a queued checkout) and then returns OK,
+     * not EBUSY, even with timeout 0. */
+    shutdown_call_t call = {pool, -1, 0};
+    pthread_t closer;
+    cr_assert_eq(pthread_create(&closer, NULL, call_shutdown_now, &call), 0);
+    cr_assert(pool_wait(pool, shutting_down, NULL, WAIT_MS));
     gate_release(true);
-    CHECK_RC(rc, RESPOOL_OK);
+    pthread_join(closer, NULL);
+    CHECK_RC(call.rc, RESPOOL_OK);
     respool_free(pool);
     fake_fini(&fk);
 }
@@ -497,19 +526,6 @@ static bool keepalive_started(const respool_stats_t *s, void *arg)
     return atomic_load(&keepalive_inside) == 1;
 }
 
-typedef struct shutdown_call {
-    respool_t *pool;
-    int rc;
-    atomic_int done;
-} shutdown_call_t;
-
-static void *call_shutdown(void *arg)
-{
-    shutdown_call_t *call = arg;
-    call->rc = respool_shutdown(call->pool, 5000);
-    atomic_store(&call->done, 1);
-    return NULL;
-}
 
 Test(regression_shutdown_keepalive, shutdown_waits_for_keepalive_check)
 {

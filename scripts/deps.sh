@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install what building and testing respool needs, when it is missing.
 #
-#   scripts/deps.sh [core|pg|all|bench|fuzz]     (default: core)
+#   scripts/deps.sh [core|pg|all|bench|fuzz|valgrind]     (default: core)
 #
 # core:  a C compiler, make, pkg-config, Criterion (tests).
 # pg:    core plus libpq and a PostgreSQL server (adapter tests, demo).
 # all:   pg plus clang and its libFuzzer runtime.
 # fuzz:  make, clang and its libFuzzer runtime (`make fuzz`). No Criterion.
+# valgrind: core, plus valgrind (`make memcheck`, `make helgrind`).
 # bench: a C compiler, make, pkg-config and what `make bench` compares and
 #        plots with: APR-util (apr_reslist), libmemcached (memcached_pool),
 #        gnuplot, PgBouncer. No Criterion: the benchmarks do not need it.
@@ -17,8 +18,8 @@ set -euo pipefail
 
 want=${1:-core}
 case "$want" in
-    core | pg | all | bench | fuzz) ;;
-    *) echo "usage: scripts/deps.sh [core|pg|all|bench|fuzz]" >&2; exit 2 ;;
+    core | pg | all | bench | fuzz | valgrind) ;;
+    *) echo "usage: scripts/deps.sh [core|pg|all|bench|fuzz|valgrind]" >&2; exit 2 ;;
 esac
 packages=()
 
@@ -69,6 +70,9 @@ if [ "$want" = pg ] || [ "$want" = all ]; then
        ! command -v psql >/dev/null 2>&1; then
         packages+=(postgresql-client)
     fi
+fi
+if [ "$want" = all ] || [ "$want" = valgrind ]; then
+    command -v valgrind >/dev/null 2>&1 || packages+=(valgrind)
 fi
 need_fuzzer_runtime=false
 if [ "$want" = all ] || [ "$want" = fuzz ]; then

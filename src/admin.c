@@ -27,8 +27,7 @@ int respool_detach(respool_t *pool, respool_lease_t *lease, void **resource)
         return RESPOOL_EINVAL;
     }
     s->generation++; /* the lease is stale from here */
-    if (pool->keep_times)
-        histogram_record(&pool->hold_histogram, (uint64_t)(clock_now_ns() - s->checkout_ns));
+    record_hold(pool, s);
     *resource = s->resource;
     pool->busy--;
     pool->detached++;
@@ -40,7 +39,9 @@ int respool_detach(respool_t *pool, respool_lease_t *lease, void **resource)
     return RESPOOL_OK;
 }
 
-int respool_pause(respool_t *pool)
+/* Take the lock of a pool that can still change. RESPOOL_OK with the lock
+ * held; otherwise the code to return, without the lock. */
+static int lock_running_pool(respool_t *pool)
 {
     if (!pool)
         return RESPOOL_EINVAL;
@@ -49,6 +50,14 @@ int respool_pause(respool_t *pool)
         pool_unlock(pool);
         return RESPOOL_ESHUTDOWN;
     }
+    return RESPOOL_OK;
+}
+
+int respool_pause(respool_t *pool)
+{
+    int rc = lock_running_pool(pool);
+    if (rc != RESPOOL_OK)
+        return rc;
     pool->paused = true;
     fast_paths_update(pool);
     /* Checkouts with timeout 0 in line would wait for nothing now. */
@@ -81,13 +90,9 @@ int respool_resume(respool_t *pool)
 
 int respool_evict_all(respool_t *pool)
 {
-    if (!pool)
-        return RESPOOL_EINVAL;
-    pthread_mutex_lock(&pool->lock);
-    if (pool->shutting_down || pool->forked) {
-        pool_unlock(pool);
-        return RESPOOL_ESHUTDOWN;
-    }
+    int rc = lock_running_pool(pool);
+    if (rc != RESPOOL_OK)
+        return rc;
     pool->epoch++;
     while (pool->idle > 0) {
         pool->evicted++;

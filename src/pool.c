@@ -562,7 +562,7 @@ int(respool_checkout)(respool_t *pool, long timeout_ms, respool_lease_t *lease)
 /* A lease ends: its hold time goes to the histogram and to the estimate
  * deadline-aware admission uses (an EWMA with weight 1/8), when times are
  * kept. */
-static void record_hold(respool_t *pool, const slot_t *s)
+void record_hold(respool_t *pool, const slot_t *s)
 {
     if (!pool->keep_times)
         return;

@@ -135,7 +135,7 @@ helgrind: VALGRIND_TOOL := --tool=helgrind
 .PHONY: memcheck helgrind
 memcheck helgrind:
 	@scripts/deps.sh valgrind
-	$(MAKE) BUILD=$(VALGRIND_BUILD) SANITIZE= CFLAGS="-O1 -g" TEST_RUNNER=shim $(VALGRIND_TESTS)
+	$(MAKE) BUILD=$(VALGRIND_BUILD) SANITIZE= CFLAGS="-O1 -g -DRESPOOL_VALGRIND" TEST_RUNNER=shim $(VALGRIND_TESTS)
 	@set -e; for filter in $(VALGRIND_FILTERS); do \
 	    echo "$@: $$filter"; \
 	    $(VALGRIND_KNOBS) $(VALGRIND) $(VALGRIND_TOOL) $(VALGRIND_TESTS) -j2 --timeout=600 \

@@ -4,7 +4,6 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -209,35 +208,13 @@ static unsigned oldest_holders(const respool_t *pool, const slot_t **out, unsign
 #define CHECKOUT_ERROR_SIZE 1024
 #define HOLDERS_NAMED 3
 
-static pthread_key_t checkout_error_key;
-static pthread_once_t checkout_error_once = PTHREAD_ONCE_INIT;
-
-static void checkout_error_key_make(void)
-{
-    pthread_key_create(&checkout_error_key, free);
-}
-
-/* This thread's error buffer, made on its first failed checkout; NULL if
- * out of memory (the explanation is then lost, the error code is not). */
-static char *checkout_error_buffer(bool create)
-{
-    pthread_once(&checkout_error_once, checkout_error_key_make);
-    char *buf = pthread_getspecific(checkout_error_key);
-    if (!buf && create) {
-        buf = malloc(CHECKOUT_ERROR_SIZE);
-        if (buf && pthread_setspecific(checkout_error_key, buf) != 0) {
-            free(buf);
-            buf = NULL;
-        }
-    }
-    return buf;
-}
+/* This thread's last checkout error ("" = none yet). A thread-local
+ * buffer: no allocation, nothing to free at thread exit. */
+static _Thread_local char checkout_error_text[CHECKOUT_ERROR_SIZE];
 
 void checkout_error_record(respool_t *pool, int code, int64_t started_ns, const char *detail)
 {
-    char *buf = checkout_error_buffer(true);
-    if (!buf)
-        return;
+    char *buf = checkout_error_text;
     int64_t now = clock_now_ns();
     text_out_t t = {buf, CHECKOUT_ERROR_SIZE, 0};
     switch (code) {
@@ -275,9 +252,7 @@ void checkout_error_record(respool_t *pool, int code, int64_t started_ns, const 
 
 size_t respool_checkout_error(char *buf, size_t buflen)
 {
-    const char *text = checkout_error_buffer(false);
-    if (!text)
-        text = "";
+    const char *text = checkout_error_text;
     size_t length = strlen(text);
     if (buf && buflen) {
         size_t n = length < buflen - 1 ? length : buflen - 1;

@@ -67,8 +67,10 @@ void parker_wait(parker_t *parker, uint32_t ticket, int64_t deadline_ns)
  * waiter once it sees the change) and wake the sleeper. */
 void parker_wake(parker_t *parker, bool finish)
 {
-    if (finish)
+    if (finish) {
+        PARKER_HAPPENS_BEFORE(parker);
         atomic_fetch_or_explicit(&parker->word, PARKER_FINISHED, memory_order_release);
+    }
     else
         atomic_fetch_add_explicit(&parker->word, 2, memory_order_release);
     parker_notify(parker);
@@ -146,8 +148,10 @@ void parker_notify(parker_t *parker)
 void parker_wake(parker_t *parker, bool finish)
 {
     pthread_mutex_lock(&parker->lock);
-    if (finish)
+    if (finish) {
+        PARKER_HAPPENS_BEFORE(parker);
         atomic_fetch_or_explicit(&parker->word, PARKER_FINISHED, memory_order_release);
+    }
     else
         atomic_fetch_add_explicit(&parker->word, 2, memory_order_release);
     pthread_cond_signal(&parker->wake);

@@ -18,11 +18,12 @@
 
 int respool_detach(respool_t *pool, respool_lease_t *lease, void **resource)
 {
-    if (!pool || !lease || !resource)
+    if (!resource)
         return RESPOOL_EINVAL;
-    pthread_mutex_lock(&pool->lock);
-    slot_t *s = lease_slot(pool, lease);
-    if (!s || pool->forked) {
+    slot_t *s = lock_lease(pool, lease);
+    if (!s)
+        return RESPOOL_EINVAL;
+    if (pool->forked) { /* the parent's resource: leave it alone */
         pool_unlock(pool);
         return RESPOOL_EINVAL;
     }

@@ -44,7 +44,6 @@ static void after_fork_in_child(void)
         respool_t *pool = registry[i];
         pool->forked = true;
         fast_paths_update(pool);
-        pool->deferred_wake = NULL; /* its thread is not in this process */
         pthread_mutex_unlock(&pool->lock);
     }
     pthread_mutex_unlock(&registry_lock);

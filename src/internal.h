@@ -402,6 +402,9 @@ void waiters_fail(respool_t *pool, int outcome, bool zero_timeout_only);
 /* ---- pool.c: where a resource goes next ---- */
 void fast_paths_update(respool_t *pool);
 void lease_issue(respool_t *pool, uint32_t index, respool_lease_t *lease, const call_site_t *site);
+/* Take the lock and find the slot of a current lease; NULL (lock released)
+ * for a NULL argument or a stale, doubled, foreign or altered lease. */
+slot_t *lock_lease(respool_t *pool, const respool_lease_t *lease);
 /* A lease ends (checkin, destroyed, detach): its hold time is recorded. */
 void record_hold(respool_t *pool, const slot_t *s);
 void record_wait(respool_t *pool, const waiter_t *waiter, int64_t now_ns, bool served);

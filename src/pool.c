@@ -220,17 +220,13 @@ void route_resource(respool_t *pool, uint32_t index, bool fresh)
         plan_creates(pool);
         return;
     }
-    if (pool->paused) { /* kept for resume; waiters are served then */
-        make_idle(pool, index, now);
-        return;
-    }
     if (s->expires_ns && now >= s->expires_ns) {
         pool->expired++;
         slot_doom(pool, index);
         plan_creates(pool);
         return;
     }
-    if (pool->waiters.count) {
+    if (pool->waiters.count && !pool->paused) { /* paused: served at resume */
         if (fresh || waiters_head_starving(pool, now)) {
             if (waiters_hand_off(pool, index, now))
                 return;
@@ -574,7 +570,7 @@ void record_hold(respool_t *pool, const slot_t *s)
 
 /* Take the lock and find the slot of a current lease. NULL (lock released)
  * for a NULL argument or a stale, doubled, foreign or altered lease. */
-static inline slot_t *lock_lease(respool_t *pool, const respool_lease_t *lease)
+slot_t *lock_lease(respool_t *pool, const respool_lease_t *lease)
 {
     if (!pool || !lease)
         return NULL;

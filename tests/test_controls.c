@@ -139,6 +139,27 @@ Test(pause, checkouts_wait_while_leases_come_back)
     fake_fini(&fk);
 }
 
+/* Paused, only hand-offs stop: overflow that comes back is still
+ * dismissed, so the pool does not keep it after resume. */
+Test(pause, overflow_is_still_dismissed)
+{
+    fake_init(&fk);
+    respool_t *pool = make_with(quiet_config(1, 1), fake_factory_minimal(&fk));
+    respool_lease_t first, second;
+    CHECK_RC(respool_checkout(pool, 0, &first), RESPOOL_OK);
+    CHECK_RC(respool_checkout(pool, 5000, &second), RESPOOL_OK); /* the overflow one */
+    CHECK_RC(respool_pause(pool), RESPOOL_OK);
+    CHECK_RC(respool_checkin(pool, &first), RESPOOL_OK);
+    CHECK_RC(respool_checkin(pool, &second), RESPOOL_OK);
+    cr_assert(pool_wait_destroyed(pool, 1, 5000), "the overflow resource was kept");
+    respool_stats_t s = stats_of(pool);
+    ASSERT_EQ_U(s.idle, 1);
+    ASSERT_EQ_U(s.dismissed, 1);
+    CHECK_RC(respool_resume(pool), RESPOOL_OK);
+    respool_free(pool);
+    fake_fini(&fk);
+}
+
 static void *shut_down(void *pool)
 {
     CHECK_RC(respool_shutdown(pool, 5000), RESPOOL_OK);

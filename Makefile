@@ -38,7 +38,7 @@ LIB_CFLAGS   := $(ALL_CFLAGS) -fPIC -fvisibility=hidden
 
 # The core library: every src/*.c but the Postgres adapter, which is its own
 # library (librespool_pg) so the core needs nothing but pthreads.
-PG_SOURCES   := src/respool_pg.c
+PG_SOURCES   := src/respool_pg.c src/respool_pg_cluster.c
 LIB_SOURCES  := $(filter-out $(PG_SOURCES),$(wildcard src/*.c))
 LIB_OBJECTS  := $(LIB_SOURCES:src/%.c=$(BUILD)/obj/%.o)
 LIB_HEADERS  := $(wildcard src/*.h) include/respool.h
@@ -197,17 +197,31 @@ PG_LIB       := $(BUILD)/librespool_pg.a
 PG_TESTS     := $(BUILD)/tests/respool_pg_tests
 PG_TEST_SOURCES := $(wildcard tests/pg/*.c)
 PG_DEMO      := $(BUILD)/examples/pg_demo
+# The cluster pool's tests and example run against scripts/pg-cluster (a
+# primary and a streaming replica), through scripts/with-pg-cluster.
+PG_CLUSTER_TESTS := $(BUILD)/tests/respool_pg_cluster_tests
+PG_CLUSTER_TEST_SOURCES := $(wildcard tests/pg_cluster/*.c)
+PG_CLUSTER_EXAMPLE := $(BUILD)/examples/pg_cluster
 
-$(BUILD)/obj/respool_pg.o: src/respool_pg.c include/respool_pg.h include/respool.h | $(BUILD)/obj
+PG_OBJECTS   := $(PG_SOURCES:src/%.c=$(BUILD)/obj/%.o)
+$(PG_OBJECTS): $(BUILD)/obj/%.o: src/%.c src/pg_internal.h include/respool_pg.h include/respool.h | $(BUILD)/obj
 	$(CC) $(LIB_CFLAGS) $(PG_CFLAGS) -c $< -o $@
 
-$(PG_LIB): $(BUILD)/obj/respool_pg.o
+$(PG_LIB): $(PG_OBJECTS)
 	rm -f $@
 	ar rcs $@ $^
 
 $(PG_TESTS): $(PG_TEST_SOURCES) tests/pg/pg_support.h $(TEST_DEPS) $(PG_LIB) $(STATIC_LIB) | $(BUILD)/tests
 	$(CC) $(ALL_CFLAGS) $(PG_CFLAGS) $(TEST_CFLAGS) -Itests/pg -o $@ $(PG_TEST_SOURCES) \
 	    $(TEST_LINK) $(PG_LIB) $(STATIC_LIB) $(PG_LIBS) $(LDSAN)
+
+$(PG_CLUSTER_TESTS): $(PG_CLUSTER_TEST_SOURCES) tests/pg/pg_support.c tests/pg/pg_support.h \
+                     $(TEST_DEPS) $(PG_LIB) $(STATIC_LIB) | $(BUILD)/tests
+	$(CC) $(ALL_CFLAGS) $(PG_CFLAGS) $(TEST_CFLAGS) -Itests/pg -o $@ $(PG_CLUSTER_TEST_SOURCES) \
+	    tests/pg/pg_support.c $(TEST_LINK) $(PG_LIB) $(STATIC_LIB) $(PG_LIBS) $(LDSAN)
+
+$(PG_CLUSTER_EXAMPLE): examples/pg_cluster.c include/respool_pg.h $(PG_LIB) $(STATIC_LIB) | $(BUILD)/examples
+	$(CC) $(ALL_CFLAGS) $(PG_CFLAGS) -o $@ $< $(PG_LIB) $(STATIC_LIB) $(PG_LIBS) $(LDSAN)
 
 $(PG_DEMO): examples/pg_demo.c include/respool_pg.h $(PG_LIB) $(STATIC_LIB) | $(BUILD)/examples
 	$(CC) $(ALL_CFLAGS) $(PG_CFLAGS) -o $@ $< $(PG_LIB) $(STATIC_LIB) $(PG_LIBS) $(LDSAN)
@@ -222,9 +236,11 @@ $(BUILD)/bench/pg_bench: bench/pg_bench.c bench/harness.c bench/harness.h includ
 
 # The Postgres half of the tests (one at a time: some restart the server),
 # then a short run of the demo.
-pg-test: $(PG_TESTS) $(PG_DEMO)
+pg-test: $(PG_TESTS) $(PG_DEMO) $(PG_CLUSTER_TESTS) $(PG_CLUSTER_EXAMPLE)
 	scripts/with-pg-sandbox $(PG_TESTS) -j1 --timeout 120 $(RESPOOL_TEST_FLAGS)
 	RESPOOL_DEMO_SECONDS=2 scripts/with-pg-sandbox $(PG_DEMO)
+	scripts/with-pg-cluster $(PG_CLUSTER_TESTS) -j1 --timeout 180 $(RESPOOL_TEST_FLAGS)
+	scripts/with-pg-cluster $(PG_CLUSTER_EXAMPLE)
 
 # ---- fuzzing ----------------------------------------------------------------
 # fuzz/fuzz_model: libFuzzer decodes each input into a pool configuration and

@@ -193,6 +193,173 @@ RESPOOL_API int respool_pg_run_at(respool_t *pool, long timeout_ms, respool_pg_f
 RESPOOL_API char *respool_pg_scrub(const respool_pg_factory_t *f, const char *src, char *dst,
                                    size_t dstlen);
 
+/* ------------------------------------------------------------------------ */
+/* Several hosts: one pool over a primary and its streaming replicas         */
+/* ------------------------------------------------------------------------ */
+/*
+ * A cluster pool keeps one core pool per host (config.host.size connections
+ * each), learns each host's role when it connects (the server's
+ * in_hot_standby report, or SELECT pg_is_in_recovery() before PostgreSQL
+ * 14) and routes each checkout by what it asks for:
+ *
+ *   RESPOOL_PG_ANY      any host that is up, round-robin
+ *   RESPOOL_PG_PRIMARY  the primary (read-write)
+ *   RESPOOL_PG_REPLICA  a replica (read-only), round-robin; the primary when
+ *                       no replica is up
+ *
+ * Round-robin takes the next eligible host with an idle connection (or room
+ * to make one); when every eligible host is exhausted the checkout waits on
+ * the least busy one. A host whose connect fails is marked down at once:
+ * its pool is shut down (waiting checkouts move to the other hosts, its
+ * connections are destroyed, those in use when they come back) and a fresh
+ * pool retries it with the core's backoff and refills it once it answers.
+ * A monitor thread re-checks roles (every role_check_ms; every
+ * failover_poll_ms while no primary is known), so a promoted replica is
+ * found without a restart. Leases are ordinary respool leases:
+ * respool_pg_conn(&lease) gives the connection; give them back with
+ * respool_pg_cluster_checkin or respool_pg_cluster_destroyed.
+ * docs/postgres.md ("Running over a cluster") has the details.
+ */
+typedef struct respool_pg_cluster respool_pg_cluster_t; /* opaque */
+
+typedef enum {
+    RESPOOL_PG_ANY = 0,     /* any host that is up                         */
+    RESPOOL_PG_PRIMARY = 1, /* the primary: read-write                     */
+    RESPOOL_PG_REPLICA = 2, /* a replica; the primary when none is up       */
+} respool_pg_target_t;
+
+typedef enum {
+    RESPOOL_PG_ROLE_UNKNOWN = 0, /* never connected                          */
+    RESPOOL_PG_ROLE_PRIMARY = 1, /* accepts writes                           */
+    RESPOOL_PG_ROLE_REPLICA = 2, /* a hot standby (in recovery)              */
+} respool_pg_role_t;
+
+typedef enum {
+    RESPOOL_PG_HOST_CONNECTING = 0, /* first connect still running          */
+    RESPOOL_PG_HOST_UP = 1,         /* connected; checkouts go there        */
+    RESPOOL_PG_HOST_DOWN = 2,       /* connect failed; retried with backoff */
+    RESPOOL_PG_HOST_FENCED = 3,     /* a second primary: nothing goes there  */
+} respool_pg_host_state_t;
+
+/* Cluster configuration; the zero value of each field is its default. */
+typedef struct respool_pg_cluster_config {
+    /* Each host's pool, as for respool_create: host.size connections per
+     * host (size + max_overflow == 0 is RESPOOL_EINVAL), retry backoff,
+     * lifetimes, keepalive, log. The adapter's settings are applied
+     * (respool_pg_config_apply). */
+    respool_config_t host;
+    /* How often the monitor asks each up host for its role (a query on an
+     * idle connection). 0 = 5000. */
+    long role_check_ms;
+    /* The same while no primary is known (after the primary went down),
+     * so a promoted replica is found quickly. 0 = 100. */
+    long failover_poll_ms;
+} respool_pg_cluster_config_t;
+
+/* Make a cluster pool over the hosts of conninfo: a libpq multi-host
+ * conninfo ("host=a,b port=5432,5433 dbname=app", or the URI form
+ * postgresql://a:5432,b:5433/app). Every other keyword applies to every
+ * host. target_session_attrs other than "any" is RESPOOL_EINVAL: ask for a
+ * role per checkout instead. cfg and opt may be NULL (defaults: 1
+ * connection per host). Returns once every host has either connected or
+ * failed its first attempt:
+ *   RESPOOL_OK        at least one host is up (the others are retried)
+ *   RESPOOL_EFACTORY  no host could be reached: err names each host's error
+ *   RESPOOL_EINVAL    NULL out or conninfo, malformed conninfo, a host
+ *                     listed twice, bad config or options (err says which)
+ *   RESPOOL_ENOMEM
+ * On failure *out is NULL. err[errlen] never contains a password. */
+RESPOOL_API int respool_pg_cluster_create(respool_pg_cluster_t **out, const char *conninfo,
+                                          const respool_pg_cluster_config_t *cfg,
+                                          const respool_pg_options_t *opt, char *err,
+                                          size_t errlen);
+
+/* The same over a list of conninfo strings, one or more hosts each (every
+ * entry is split like conninfo above); count > 0. */
+RESPOOL_API int respool_pg_cluster_create_list(respool_pg_cluster_t **out,
+                                               const char *const *conninfos, size_t count,
+                                               const respool_pg_cluster_config_t *cfg,
+                                               const respool_pg_options_t *opt, char *err,
+                                               size_t errlen);
+
+/* Replace the host list while the pool runs (same forms as create). A host
+ * is the same host when its conninfo is the same: it keeps its pool. Hosts
+ * no longer listed are drained (waiting checkouts move to other hosts,
+ * idle connections are destroyed now, those in use when they come back);
+ * new hosts are connected and filled in the background. Does not wait.
+ *   RESPOOL_OK, RESPOOL_EINVAL (as create; the list is left as it was),
+ *   RESPOOL_ESHUTDOWN, RESPOOL_ENOMEM. */
+RESPOOL_API int respool_pg_cluster_set_hosts(respool_pg_cluster_t *cluster, const char *conninfo,
+                                             char *err, size_t errlen);
+RESPOOL_API int respool_pg_cluster_set_host_list(respool_pg_cluster_t *cluster,
+                                                 const char *const *conninfos, size_t count,
+                                                 char *err, size_t errlen);
+
+/* Check out a connection of a host that fits target (see above), with
+ * timeout_ms as for respool_checkout: < 0 no limit, 0 never wait for a
+ * holder. While no host fits (the primary is down and no replica has been
+ * promoted yet, or every host is down) a checkout waits for one within its
+ * timeout. Returns the codes of respool_checkout: RESPOOL_ETIMEDOUT,
+ * RESPOOL_EFULL (timeout 0: every fitting host is exhausted),
+ * RESPOOL_EFACTORY (timeout 0: no fitting host is up), RESPOOL_ESHUTDOWN,
+ * RESPOOL_EINVAL (NULL argument, unknown target).
+ * respool_pg_cluster_error() explains a failure. */
+RESPOOL_API int respool_pg_cluster_checkout(respool_pg_cluster_t *cluster,
+                                            respool_pg_target_t target, long timeout_ms,
+                                            respool_lease_t *lease);
+
+/* Give a lease back, as respool_checkin / respool_destroyed. RESPOOL_EINVAL
+ * for NULL, or a lease not from this cluster (or stale, doubled). */
+RESPOOL_API int respool_pg_cluster_checkin(respool_pg_cluster_t *cluster,
+                                           respool_lease_t *lease);
+RESPOOL_API int respool_pg_cluster_destroyed(respool_pg_cluster_t *cluster,
+                                             respool_lease_t *lease);
+
+/* respool_pg_run over a cluster: check out for target, run fn(conn, arg),
+ * give the connection back (destroyed when it broke). */
+RESPOOL_API int respool_pg_cluster_run(respool_pg_cluster_t *cluster, respool_pg_target_t target,
+                                       long timeout_ms, respool_pg_fn fn, void *arg);
+
+/* Why the calling thread's most recent failed cluster checkout failed, one
+ * line naming the hosts and their states, or the host pool's own checkout
+ * error. Returns the full length like snprintf; 0 when none. */
+RESPOOL_API size_t respool_pg_cluster_error(char *buf, size_t buflen);
+
+/* One host, as the cluster sees it now. */
+typedef struct respool_pg_host_info {
+    char name[128];                /* "host:port" (never a password)          */
+    respool_pg_role_t role;        /* last known                              */
+    respool_pg_host_state_t state;
+    bool writer;                   /* RESPOOL_PG_PRIMARY checkouts go here     */
+    uint64_t checkouts;            /* successful cluster checkouts it served   */
+    unsigned times_down;           /* times it was marked down                 */
+    char last_error[256];          /* its last connect failure ("" if none)    */
+    respool_stats_t stats;         /* its current pool                         */
+} respool_pg_host_info_t;
+
+/* Number of hosts in the current list (0 for NULL). */
+RESPOOL_API size_t respool_pg_cluster_host_count(respool_pg_cluster_t *cluster);
+/* Host index (0-based, list order) into *out. RESPOOL_EINVAL for NULL or an
+ * index out of range. */
+RESPOOL_API int respool_pg_cluster_host(respool_pg_cluster_t *cluster, size_t index,
+                                        respool_pg_host_info_t *out);
+/* The sum over the hosts' current pools (counts added; for each latency,
+ * count, sum and max are exact, the percentiles are the largest host's:
+ * an upper bound). state is the best of the hosts'. */
+RESPOOL_API void respool_pg_cluster_stats(respool_pg_cluster_t *cluster, respool_stats_t *out);
+
+/* "unknown", "primary", "replica"; "connecting", "up", "down", "fenced". */
+RESPOOL_API const char *respool_pg_role_name(respool_pg_role_t role);
+RESPOOL_API const char *respool_pg_host_state_name(respool_pg_host_state_t state);
+
+/* Safe shutdown of every host's pool (respool_shutdown semantics, one
+ * deadline for all). RESPOOL_OK, RESPOOL_EBUSY, RESPOOL_EINVAL (NULL). */
+RESPOOL_API int respool_pg_cluster_shutdown(respool_pg_cluster_t *cluster, long timeout_ms);
+
+/* Shut down without a deadline, stop the monitor and free everything.
+ * NULL: nothing. Call once, after every other call has returned. */
+RESPOOL_API void respool_pg_cluster_free(respool_pg_cluster_t *cluster);
+
 #ifdef __cplusplus
 }
 #endif

@@ -3,6 +3,7 @@
  * See include/respool_pg.h for the contract.
  */
 #include "respool_pg.h"
+#include "pg_internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -40,20 +41,12 @@ struct respool_pg_factory {
     size_t last_error_len;
 };
 
-/* One pooled connection: the resource the core holds (lease->resource).
- * Only its holder touches it (the core hands a resource to one thread at a
- * time: a borrower, or the manager for keepalive and destroy). */
-typedef struct pg_connection {
-    PGconn *conn;
-    int64_t known_good_ms; /* when the server last answered us: connect, ping,
-                              or the last checkin (CLOCK_MONOTONIC ms) */
-} pg_connection_t;
 
 /* ------------------------------------------------------------------------ */
 /* Time                                                                      */
 /* ------------------------------------------------------------------------ */
 
-static int64_t now_ms(void)
+int64_t pg_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -63,7 +56,7 @@ static int64_t now_ms(void)
 /* Milliseconds left until deadline, for poll(): 0 when passed, capped. */
 static int remaining_ms(int64_t deadline)
 {
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline - pg_now_ms();
     if (left <= 0)
         return 0;
     return left > INT_MAX ? INT_MAX : (int)left;
@@ -564,9 +557,15 @@ static bool precheck(PGconn *c)
 }
 
 /* Send sql and wait for all its results until deadline. true iff every
- * result is COMMAND_OK, TUPLES_OK or EMPTY_QUERY and the connection is fine. */
-static bool exec_bounded(PGconn *c, const char *sql, int64_t deadline)
+ * result is COMMAND_OK, TUPLES_OK or EMPTY_QUERY and the connection is fine.
+ * first_value (optional) receives the first value any result carries. */
+bool pg_exec_bounded_value(PGconn *c, const char *sql, int64_t deadline, char *first_value,
+                           size_t first_value_len)
 {
+    bool have_value = false;
+    if (first_value && first_value_len > 0)
+        first_value[0] = '\0';
+
     if (!PQsendQuery(c, sql))
         return false;
     /* in blocking mode PQsendQuery has flushed; in non-blocking mode flush */
@@ -593,11 +592,21 @@ static bool exec_bounded(PGconn *c, const char *sql, int64_t deadline)
         ExecStatusType s = PQresultStatus(r);
         if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_EMPTY_QUERY)
             ok = false;
+        if (s == PGRES_TUPLES_OK && first_value && first_value_len > 0 && !have_value &&
+            PQntuples(r) > 0 && PQnfields(r) > 0) {
+            copy_str(first_value, first_value_len, PQgetvalue(r, 0, 0));
+            have_value = true;
+        }
         PQclear(r);
         if (s == PGRES_COPY_IN || s == PGRES_COPY_OUT || s == PGRES_COPY_BOTH)
             return false; /* would never end by itself */
     }
     return ok && PQstatus(c) == CONNECTION_OK;
+}
+
+static bool exec_bounded(PGconn *c, const char *sql, int64_t deadline)
+{
+    return pg_exec_bounded_value(c, sql, deadline, NULL, 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -608,7 +617,7 @@ static int pg_create(void *ctx, void **resource, char *err, size_t errlen)
 {
     respool_pg_factory_t *f = ctx;
     char msg[1024];
-    int64_t deadline = now_ms() + f->connect_timeout_ms;
+    int64_t deadline = pg_now_ms() + f->connect_timeout_ms;
 
     PGconn *c = PQconnectStartParams((const char *const *)f->keys,
                                      (const char *const *)f->vals, 0);
@@ -660,7 +669,7 @@ static int pg_create(void *ctx, void **resource, char *err, size_t errlen)
     }
     PQsetNoticeReceiver(c, notice_receiver, NULL);
     pc->conn = c;
-    pc->known_good_ms = now_ms();
+    pc->known_good_ms = pg_now_ms();
     *resource = pc;
     return 0;
 
@@ -702,12 +711,12 @@ static bool pg_validate(void *ctx, void *resource)
     PGconn *c = pc->conn;
     if (PQtransactionStatus(c) != PQTRANS_IDLE || !precheck(c))
         return false;
-    int64_t now = now_ms();
+    int64_t now = pg_now_ms();
     if (f->validate_idle_ms > 0 && now - pc->known_good_ms < f->validate_idle_ms)
         return true;
     if (!exec_bounded(c, "", now + f->ping_timeout_ms))
         return false;
-    pc->known_good_ms = now_ms();
+    pc->known_good_ms = pg_now_ms();
     return true;
 }
 
@@ -741,11 +750,11 @@ static bool pg_reset(void *ctx, void *resource)
      * already complete anyway, and absorb a pending FATAL/EOF. */
     if (!precheck(c))
         return false;
-    if (rollback && !exec_bounded(c, "ROLLBACK", now_ms() + f->reset_timeout_ms))
+    if (rollback && !exec_bounded(c, "ROLLBACK", pg_now_ms() + f->reset_timeout_ms))
         return false;
     if (PQtransactionStatus(c) != PQTRANS_IDLE)
         return false;
-    if (f->reset_query && !exec_bounded(c, f->reset_query, now_ms() + f->reset_timeout_ms))
+    if (f->reset_query && !exec_bounded(c, f->reset_query, pg_now_ms() + f->reset_timeout_ms))
         return false;
     if (PQtransactionStatus(c) != PQTRANS_IDLE)
         return false;
@@ -753,7 +762,7 @@ static bool pg_reset(void *ctx, void *resource)
     PGnotify *n;
     while ((n = PQnotifies(c)) != NULL)
         PQfreemem(n);
-    pc->known_good_ms = now_ms();
+    pc->known_good_ms = pg_now_ms();
     return true;
 }
 
@@ -967,6 +976,22 @@ RESPOOL_API void respool_pg_config_apply(const respool_pg_factory_t *f, respool_
         cfg->validate_idle_ms = 0;
         cfg->abandon = pg_abandon;
     }
+}
+
+/* For the cluster pool (pg_internal.h). */
+long pg_factory_connect_timeout_ms(const respool_pg_factory_t *f) { return f->connect_timeout_ms; }
+long pg_factory_ping_timeout_ms(const respool_pg_factory_t *f) { return f->ping_timeout_ms; }
+long pg_factory_validate_idle_ms(const respool_pg_factory_t *f) { return f->validate_idle_ms; }
+
+void pg_factory_error(const respool_pg_factory_t *f, char *err, size_t errlen, const char *fmt,
+                      ...)
+{
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    set_err(f ? f->secrets : NULL, err, errlen, "%s", text);
 }
 
 RESPOOL_API size_t respool_pg_last_error(respool_pg_factory_t *f, char *buf, size_t buflen)

@@ -307,6 +307,17 @@ RESPOOL_API int respool_pg_cluster_set_host_list(respool_pg_cluster_t *cluster,
 RESPOOL_API int respool_pg_cluster_checkout(respool_pg_cluster_t *cluster,
                                             respool_pg_target_t target, long timeout_ms,
                                             respool_lease_t *lease);
+/* The same recording the caller's site (as respool_checkout_at); the macro
+ * makes every call do so unless RESPOOL_NO_CALL_SITES. */
+RESPOOL_API int respool_pg_cluster_checkout_at(respool_pg_cluster_t *cluster,
+                                               respool_pg_target_t target, long timeout_ms,
+                                               respool_lease_t *lease, const char *site,
+                                               const char *function);
+#ifndef RESPOOL_NO_CALL_SITES
+#define respool_pg_cluster_checkout(cluster, target, timeout_ms, lease)                  \
+    respool_pg_cluster_checkout_at((cluster), (target), (timeout_ms), (lease), RESPOOL_HERE, \
+                                   __func__)
+#endif
 
 /* Give a lease back, as respool_checkin / respool_destroyed. RESPOOL_EINVAL
  * for NULL, or a lease not from this cluster (or stale, doubled). */
@@ -319,6 +330,15 @@ RESPOOL_API int respool_pg_cluster_destroyed(respool_pg_cluster_t *cluster,
  * give the connection back (destroyed when it broke). */
 RESPOOL_API int respool_pg_cluster_run(respool_pg_cluster_t *cluster, respool_pg_target_t target,
                                        long timeout_ms, respool_pg_fn fn, void *arg);
+RESPOOL_API int respool_pg_cluster_run_at(respool_pg_cluster_t *cluster,
+                                          respool_pg_target_t target, long timeout_ms,
+                                          respool_pg_fn fn, void *arg, const char *site,
+                                          const char *function);
+#ifndef RESPOOL_NO_CALL_SITES
+#define respool_pg_cluster_run(cluster, target, timeout_ms, fn, arg)                     \
+    respool_pg_cluster_run_at((cluster), (target), (timeout_ms), (fn), (arg), RESPOOL_HERE,  \
+                              __func__)
+#endif
 
 /* Why the calling thread's most recent failed cluster checkout failed, one
  * line naming the hosts and their states, or the host pool's own checkout

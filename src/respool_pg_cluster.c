@@ -1272,6 +1272,18 @@ static void release_members(member_t **members, size_t n, member_t *keep)
             atomic_fetch_sub(&members[i]->users, 1);
 }
 
+/* The function name a checkout records on its lease ("cluster checkout
+ * (any)"), naming what it asked for in holder reports. */
+static const char *target_name(respool_pg_target_t target)
+{
+    switch (target) {
+    case RESPOOL_PG_PRIMARY: return "cluster checkout (primary)";
+    case RESPOOL_PG_REPLICA: return "cluster checkout (replica)";
+    case RESPOOL_PG_ANY: break;
+    }
+    return "cluster checkout (any)";
+}
+
 /* "no primary is up: a:5432 down (…); b:5433 replica up" (lock held). */
 static void describe_hosts(const respool_pg_cluster_t *c, respool_pg_target_t target,
                            const char *outcome)
@@ -1308,8 +1320,10 @@ static int checkout_done(member_t *m)
     return RESPOOL_OK;
 }
 
-RESPOOL_API int respool_pg_cluster_checkout(respool_pg_cluster_t *c, respool_pg_target_t target,
-                                            long timeout_ms, respool_lease_t *lease)
+RESPOOL_API int respool_pg_cluster_checkout_at(respool_pg_cluster_t *c,
+                                               respool_pg_target_t target, long timeout_ms,
+                                               respool_lease_t *lease, const char *site,
+                                               const char *function)
 {
     if (!c || !lease || (target != RESPOOL_PG_ANY && target != RESPOOL_PG_PRIMARY &&
                          target != RESPOOL_PG_REPLICA)) {
@@ -1320,6 +1334,10 @@ RESPOOL_API int respool_pg_cluster_checkout(respool_pg_cluster_t *c, respool_pg_
     if (in_fork_child(c)) {
         cluster_error("cluster pool used in a fork() child");
         return RESPOOL_ESHUTDOWN;
+    }
+    if (!site) { /* the plain function: name the target in holder reports */
+        site = "respool_pg_cluster_checkout";
+        function = target_name(target);
     }
     int64_t deadline = timeout_ms > 0 ? pg_now_ms() + timeout_ms : -1;
     member_t *members[MAX_HOSTS];
@@ -1362,8 +1380,7 @@ RESPOOL_API int respool_pg_cluster_checkout(respool_pg_cluster_t *c, respool_pg_
         size_t full = 0;
         member_t *last_full = NULL;
         for (size_t i = 0; i < n; i++) {
-            int rc = respool_checkout_at(members[i]->pool, 0, lease, "respool_pg_cluster_checkout",
-                                         respool_pg_role_name((respool_pg_role_t)target));
+            int rc = respool_checkout_at(members[i]->pool, 0, lease, site, function);
             if (rc == RESPOOL_OK) {
                 release_members(members, n, members[i]);
                 return checkout_done(members[i]);
@@ -1407,9 +1424,8 @@ RESPOOL_API int respool_pg_cluster_checkout(respool_pg_cluster_t *c, respool_pg_
             wait_ms = left > 0 ? (long)left : 0;
         }
         int rc = wait_ms == 0 ? RESPOOL_ETIMEDOUT
-                              : respool_checkout_at(best->pool, wait_ms, lease,
-                                                    "respool_pg_cluster_checkout",
-                                                    respool_pg_role_name((respool_pg_role_t)target));
+                              : respool_checkout_at(best->pool, wait_ms, lease, site,
+                                                    function);
         pthread_mutex_lock(&c->lock);
         best->host->waiting--;
         pthread_mutex_unlock(&c->lock);
@@ -1424,6 +1440,13 @@ RESPOOL_API int respool_pg_cluster_checkout(respool_pg_cluster_t *c, respool_pg_
         /* ESHUTDOWN: the host was marked down or removed while we waited,
          * or the cluster is shutting down: look again. */
     }
+}
+
+RESPOOL_API int(respool_pg_cluster_checkout)(respool_pg_cluster_t *cluster,
+                                             respool_pg_target_t target, long timeout_ms,
+                                             respool_lease_t *lease)
+{
+    return respool_pg_cluster_checkout_at(cluster, target, timeout_ms, lease, NULL, NULL);
 }
 
 /* The member whose pool issued lease, with a use count taken; NULL when
@@ -1467,19 +1490,28 @@ RESPOOL_API int respool_pg_cluster_destroyed(respool_pg_cluster_t *cluster,
     return give_back(cluster, lease, true);
 }
 
-RESPOOL_API int respool_pg_cluster_run(respool_pg_cluster_t *cluster, respool_pg_target_t target,
-                                       long timeout_ms, respool_pg_fn fn, void *arg)
+RESPOOL_API int respool_pg_cluster_run_at(respool_pg_cluster_t *cluster,
+                                          respool_pg_target_t target, long timeout_ms,
+                                          respool_pg_fn fn, void *arg, const char *site,
+                                          const char *function)
 {
     if (!cluster || !fn)
         return RESPOOL_EINVAL;
     respool_lease_t lease;
-    int rc = respool_pg_cluster_checkout(cluster, target, timeout_ms, &lease);
+    int rc = respool_pg_cluster_checkout_at(cluster, target, timeout_ms, &lease, site, function);
     if (rc != RESPOOL_OK)
         return rc;
     PGconn *conn = respool_pg_conn(&lease);
     bool ok = fn(conn, arg);
     give_back(cluster, &lease, PQstatus(conn) == CONNECTION_BAD);
     return ok ? RESPOOL_OK : RESPOOL_PG_EWORK;
+}
+
+RESPOOL_API int(respool_pg_cluster_run)(respool_pg_cluster_t *cluster,
+                                        respool_pg_target_t target, long timeout_ms,
+                                        respool_pg_fn fn, void *arg)
+{
+    return respool_pg_cluster_run_at(cluster, target, timeout_ms, fn, arg, NULL, NULL);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -108,6 +108,22 @@ static int64_t await_host(respool_pg_cluster_t *c, size_t i, respool_pg_host_sta
     }
 }
 
+/* Wait (bounded) until host i's pool holds `size` connections, none being
+ * made: round-robin prefers hosts with an idle connection, so a host still
+ * connecting is skipped. */
+static void await_filled(respool_pg_cluster_t *c, size_t i, unsigned size)
+{
+    int64_t deadline = mono_ms() + 10000;
+    for (;;) {
+        respool_pg_host_info_t info = host_info(c, i);
+        if (info.stats.idle + info.stats.busy == size && info.stats.creating == 0)
+            return;
+        cr_assert(mono_ms() < deadline, "host %zu (%s) has %u idle, %u busy, %u creating", i,
+                  info.name, info.stats.idle, info.stats.busy, info.stats.creating);
+        usleep(2000);
+    }
+}
+
 /* Is the server behind conn in recovery (a replica)? */
 static bool in_recovery(PGconn *conn)
 {
@@ -230,6 +246,8 @@ Test(cluster, round_robin_spread, .timeout = 60)
 {
     respool_pg_cluster_t *c = make_cluster(cluster_url(), 3);
     await_host(c, 1, RESPOOL_PG_HOST_UP, RESPOOL_PG_ROLE_REPLICA, 10000);
+    await_filled(c, 0, 3);
+    await_filled(c, 1, 3);
     for (int i = 0; i < 100; i++) {
         respool_lease_t lease;
         cr_assert_eq(respool_pg_cluster_checkout(c, RESPOOL_PG_ANY, 2000, &lease), RESPOOL_OK);
@@ -498,6 +516,7 @@ Test(cluster, host_list_update_under_load, .timeout = 120)
     cr_expect_gt(replica_used, 0, "the added replica got no checkouts");
 
     /* The same hosts in the other order keep their pools. */
+    await_filled(c, 0, 2);
     uint64_t primary_created = host_info(c, 0).stats.created;
     const char *reordered[] = {replica, primary};
     cr_assert_eq(respool_pg_cluster_set_host_list(c, reordered, 2, err, sizeof err), RESPOOL_OK,
@@ -653,6 +672,8 @@ Test(cluster, unreachable_hosts, .timeout = 60)
     char why[1024];
     cr_expect_gt(respool_pg_cluster_error(why, sizeof why), 0);
     cr_expect(strstr(why, "timed out") != NULL, "%s", why);
+    cr_expect(strstr(why, "test_pg_cluster.c:") != NULL, "the holder's site is not named: %s",
+              why);
     respool_pg_cluster_checkin(c, &lease);
     (void)mixed;
     free_balanced(c);

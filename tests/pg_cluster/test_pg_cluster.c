@@ -472,6 +472,19 @@ Test(cluster, failover_to_promoted_replica, .timeout = 120)
      * write since: at least the writes counted after the promotion. */
     cr_expect_geq(on_new, atomic_load(&w.writes) - writes_at_stop);
 
+    /* The old primary comes back on its own, a second primary (split
+     * brain): it is fenced, and neither writes nor reads go to it. */
+    cluster_cmd("start-node primary", NULL, 0);
+    await_host(c, 0, RESPOOL_PG_HOST_FENCED, RESPOOL_PG_ROLE_PRIMARY, 10000);
+    cr_expect(host_info(c, 1).writer, "the writer moved to the returning old primary");
+    uint64_t fenced_before = host_info(c, 0).checkouts;
+    for (int i = 0; i < 20; i++) {
+        respool_pg_target_t target = i % 2 ? RESPOOL_PG_PRIMARY : RESPOOL_PG_ANY;
+        cr_assert_eq(respool_pg_cluster_checkout(c, target, 2000, &lease), RESPOOL_OK);
+        cr_assert_eq(respool_pg_cluster_checkin(c, &lease), RESPOOL_OK);
+    }
+    cr_expect_eq(host_info(c, 0).checkouts, fenced_before, "a fenced host got checkouts");
+
     fprintf(stderr, "failover_to_promoted_replica: first write on the new primary %lld ms "
                     "after `stop-node primary` began (stop took %lld ms, promote %lld ms, "
                     "then %lld ms to the first write); %ld checkouts or writes failed "

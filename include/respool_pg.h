@@ -244,7 +244,7 @@ typedef enum {
 /* Cluster configuration; the zero value of each field is its default. */
 typedef struct respool_pg_cluster_config {
     /* Each host's pool, as for respool_create: host.size connections per
-     * host (size + max_overflow == 0 is RESPOOL_EINVAL), retry backoff,
+     * host (at least 1: 0 is RESPOOL_EINVAL), retry backoff,
      * lifetimes, keepalive, log. The adapter's settings are applied
      * (respool_pg_config_apply). */
     respool_config_t host;

@@ -454,19 +454,20 @@ static respool_pg_role_t connection_role(host_t *h, PGconn *conn, bool ask)
 
 /* Choose where RESPOOL_PG_PRIMARY goes (lock held). The writer is sticky:
  * it stays while it is up and primary. Otherwise the first listed host
- * that is up and primary becomes it. Any other host that says it is a
- * primary (the old primary back on its own after a failover) is fenced:
- * nothing is routed to it, so writes never split. */
+ * that is up (not fenced) and primary becomes it. Any other host that says
+ * it is a primary (the old primary back on its own after a failover) is
+ * fenced: nothing is routed to it, so writes never split. Fencing is
+ * sticky too: a fenced host is never elected; it leaves the fence only by
+ * becoming a replica, or by going down and reconnecting while no writer is
+ * up, or by being removed from the list. */
 static void elect_writer(respool_pg_cluster_t *c)
 {
     host_t *w = c->writer;
-    if (w && (w->removed || w->role != RESPOOL_PG_ROLE_PRIMARY ||
-              (w->state != RESPOOL_PG_HOST_UP && w->state != RESPOOL_PG_HOST_FENCED)))
+    if (w && (w->removed || w->role != RESPOOL_PG_ROLE_PRIMARY || w->state != RESPOOL_PG_HOST_UP))
         w = NULL;
     for (size_t i = 0; !w && i < c->host_count; i++) {
         host_t *h = c->hosts[i];
-        if (h->role == RESPOOL_PG_ROLE_PRIMARY &&
-            (h->state == RESPOOL_PG_HOST_UP || h->state == RESPOOL_PG_HOST_FENCED))
+        if (h->role == RESPOOL_PG_ROLE_PRIMARY && h->state == RESPOOL_PG_HOST_UP)
             w = h;
     }
     c->writer = w;
@@ -474,8 +475,7 @@ static void elect_writer(respool_pg_cluster_t *c)
         host_t *h = c->hosts[i];
         if (h->state == RESPOOL_PG_HOST_UP && h->role == RESPOOL_PG_ROLE_PRIMARY && h != w)
             h->state = RESPOOL_PG_HOST_FENCED;
-        else if (h->state == RESPOOL_PG_HOST_FENCED &&
-                 (h == w || h->role != RESPOOL_PG_ROLE_PRIMARY))
+        else if (h->state == RESPOOL_PG_HOST_FENCED && h->role != RESPOOL_PG_ROLE_PRIMARY)
             h->state = RESPOOL_PG_HOST_UP;
     }
 }
@@ -781,29 +781,53 @@ static int64_t monitor_pass(respool_pg_cluster_t *c)
     }
 
     /* 3. Free retired members that are drained and unused, and removed
-     * hosts whose last member went. */
-    for (member_t **link = &c->members; *link;) {
-        member_t *m = *link;
-        if (!m->retired || atomic_load(&m->users) != 0) {
-            link = &m->next;
+     * hosts whose last member went. Candidates are collected first (with a
+     * use count each), shut down with timeout 0 outside the lock, and freed
+     * if that said every lease is back and nobody else came meanwhile; one
+     * still draining does not hold up the others. */
+    member_t *candidates[2 * MAX_HOSTS];
+    size_t n = 0;
+    for (member_t *m = c->members; m && n < 2 * MAX_HOSTS; m = m->next)
+        if (m->retired && atomic_load(&m->users) == 0) {
+            atomic_fetch_add(&m->users, 1);
+            candidates[n++] = m;
+        }
+    if (n == 0) {
+        for (member_t *m = c->members; m; m = m->next)
+            if (m->retired && sleep_ms > REAP_INTERVAL_MS)
+                sleep_ms = REAP_INTERVAL_MS;
+        return sleep_ms;
+    }
+    bool drained[2 * MAX_HOSTS];
+    pthread_mutex_unlock(&c->lock);
+    for (size_t i = 0; i < n; i++)
+        drained[i] = respool_shutdown(candidates[i]->pool, 0) == RESPOOL_OK;
+    pthread_mutex_lock(&c->lock);
+    size_t freed = 0;
+    for (size_t i = 0; i < n; i++) {
+        member_t *m = candidates[i];
+        if (atomic_fetch_sub(&m->users, 1) != 1 || !drained[i]) {
+            candidates[i] = NULL;
             continue;
         }
-        if (sleep_ms > REAP_INTERVAL_MS)
-            sleep_ms = REAP_INTERVAL_MS;
-        atomic_fetch_add(&m->users, 1);
-        pthread_mutex_unlock(&c->lock);
-        int rc = respool_shutdown(m->pool, 0);
-        pthread_mutex_lock(&c->lock);
-        if (atomic_fetch_sub(&m->users, 1) != 1 || rc != RESPOOL_OK) {
-            link = &c->members; /* the list may have changed: rescan later */
-            break;
-        }
-        *link = m->next;
+        for (member_t **link = &c->members; *link; link = &(*link)->next)
+            if (*link == m) { /* found again: the list may have changed */
+                *link = m->next;
+                break;
+            }
+        freed++;
+    }
+    pthread_mutex_unlock(&c->lock);
+    for (size_t i = 0; i < n; i++)
+        if (candidates[i])
+            respool_free(candidates[i]->pool);
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < n; i++) {
+        member_t *m = candidates[i];
+        if (!m)
+            continue;
         host_t *h = m->host;
-        pthread_mutex_unlock(&c->lock);
-        respool_free(m->pool);
         free(m);
-        pthread_mutex_lock(&c->lock);
         if (--h->members == 0 && h->removed) {
             for (host_t **r = &c->removed; *r; r = &(*r)->next_removed)
                 if (*r == h) {
@@ -812,12 +836,8 @@ static int64_t monitor_pass(respool_pg_cluster_t *c)
                 }
             host_free(h);
         }
-        return 0;
     }
-    for (member_t *m = c->members; m; m = m->next)
-        if (m->retired && sleep_ms > REAP_INTERVAL_MS)
-            sleep_ms = REAP_INTERVAL_MS;
-    return sleep_ms;
+    return freed > 0 ? 0 : sleep_ms < REAP_INTERVAL_MS ? sleep_ms : REAP_INTERVAL_MS;
 }
 
 static void *monitor_main(void *arg)
@@ -888,6 +908,12 @@ static int install_hosts(respool_pg_cluster_t *c, const spec_list_t *specs, char
     member_t *retired[MAX_HOSTS];
     size_t retired_count = 0;
     pthread_mutex_lock(&c->lock);
+    if (c->shutting_down) { /* shutdown began while the new pools were made */
+        pthread_mutex_unlock(&c->lock);
+        format_error(err, errlen, "the cluster pool is shutting down");
+        rc = RESPOOL_ESHUTDOWN;
+        goto fail;
+    }
     for (size_t j = 0; j < c->host_count; j++) {
         host_t *h = c->hosts[j];
         bool kept = false;
@@ -1078,9 +1104,10 @@ RESPOOL_API int respool_pg_cluster_create_list(respool_pg_cluster_t **out,
     defaults.host.size = 1;
     if (!cfg)
         cfg = &defaults;
-    if (cfg->host.size + (unsigned long long)cfg->host.max_overflow == 0) {
-        format_error(err, errlen, "config.host.size + config.host.max_overflow is 0: a host "
-                                  "needs at least one connection");
+    if (cfg->host.size == 0) {
+        format_error(err, errlen, "config.host.size is 0: each host keeps at least one "
+                                  "connection (it is how the pool learns the host's role "
+                                  "and health)");
         return RESPOOL_EINVAL;
     }
     respool_pg_options_t no_options = {0};
@@ -1251,17 +1278,20 @@ static bool host_fits(const respool_pg_cluster_t *c, const host_t *h, respool_pg
 static size_t pick_members(respool_pg_cluster_t *c, respool_pg_target_t target,
                            member_t **out)
 {
-    size_t n = 0, count = c->host_count;
-    size_t start = count ? c->cursor++ % count : 0;
-    for (size_t k = 0; k < count; k++) {
-        host_t *h = c->hosts[(start + k) % count];
-        if (host_fits(c, h, target))
-            out[n++] = h->active;
-    }
-    if (n == 0 && target == RESPOOL_PG_REPLICA && c->writer && host_fits(c, c->writer, RESPOOL_PG_PRIMARY))
-        out[n++] = c->writer->active;
-    for (size_t i = 0; i < n; i++)
+    member_t *fitting[MAX_HOSTS];
+    size_t n = 0;
+    for (size_t k = 0; k < c->host_count; k++)
+        if (host_fits(c, c->hosts[k], target))
+            fitting[n++] = c->hosts[k]->active;
+    if (n == 0 && target == RESPOOL_PG_REPLICA && c->writer &&
+        host_fits(c, c->writer, RESPOOL_PG_PRIMARY))
+        fitting[n++] = c->writer->active;
+    /* Rotate over the fitting hosts only, so each gets its turn. */
+    size_t start = n ? c->cursor++ % n : 0;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = fitting[(start + i) % n];
         atomic_fetch_add(&out[i]->users, 1);
+    }
     return n;
 }
 
@@ -1313,11 +1343,26 @@ static void describe_pool_failure(const member_t *m)
     cluster_error("%s: %s", m->host->name, core);
 }
 
-static int checkout_done(member_t *m)
+/* A core checkout on m succeeded. The host may have stopped fitting while
+ * the checkout ran or waited (marked down or removed, fenced, no longer the
+ * writer): then the connection goes back and the caller looks again.
+ * Returns true when the lease stands. Drops m's use count either way. */
+static bool checkout_done(respool_pg_cluster_t *c, member_t *m, respool_pg_target_t target,
+                          respool_lease_t *lease)
 {
-    atomic_fetch_add_explicit(&m->host->checkouts, 1, memory_order_relaxed);
+    pthread_mutex_lock(&c->lock);
+    host_t *h = m->host;
+    bool fits = h->active == m &&
+                (host_fits(c, h, target) ||
+                 (target == RESPOOL_PG_REPLICA && h == c->writer &&
+                  host_fits(c, h, RESPOOL_PG_PRIMARY)));
+    pthread_mutex_unlock(&c->lock);
+    if (fits)
+        atomic_fetch_add_explicit(&h->checkouts, 1, memory_order_relaxed);
+    else
+        respool_checkin(m->pool, lease);
     atomic_fetch_sub(&m->users, 1);
-    return RESPOOL_OK;
+    return fits;
 }
 
 RESPOOL_API int respool_pg_cluster_checkout_at(respool_pg_cluster_t *c,
@@ -1339,6 +1384,8 @@ RESPOOL_API int respool_pg_cluster_checkout_at(respool_pg_cluster_t *c,
         site = "respool_pg_cluster_checkout";
         function = target_name(target);
     }
+    if (timeout_ms > MAX_DURATION_MS)
+        timeout_ms = MAX_DURATION_MS;
     int64_t deadline = timeout_ms > 0 ? pg_now_ms() + timeout_ms : -1;
     member_t *members[MAX_HOSTS];
     for (;;) {
@@ -1379,11 +1426,18 @@ RESPOOL_API int respool_pg_cluster_checkout_at(respool_pg_cluster_t *c,
         /* Round-robin: the first fitting host with an idle connection. */
         size_t full = 0;
         member_t *last_full = NULL;
-        for (size_t i = 0; i < n; i++) {
+        bool stale = false;
+        for (size_t i = 0; i < n && !stale; i++) {
             int rc = respool_checkout_at(members[i]->pool, 0, lease, site, function);
             if (rc == RESPOOL_OK) {
-                release_members(members, n, members[i]);
-                return checkout_done(members[i]);
+                member_t *got = members[i];
+                release_members(members, n, got);
+                for (size_t k = 0; k < n; k++)
+                    members[k] = NULL; /* every use count is dropped now */
+                if (checkout_done(c, got, target, lease))
+                    return RESPOOL_OK;
+                stale = true; /* it stopped fitting meanwhile: look again */
+                continue;
             }
             if (rc == RESPOOL_EFULL) {
                 full++;
@@ -1395,7 +1449,7 @@ RESPOOL_API int respool_pg_cluster_checkout_at(respool_pg_cluster_t *c,
                 members[i] = NULL;
             }
         }
-        if (full == 0) {
+        if (full == 0 || stale) {
             if (deadline >= 0 && pg_now_ms() >= deadline) {
                 cluster_error("checkout timed out while hosts failed over");
                 return RESPOOL_ETIMEDOUT;
@@ -1429,8 +1483,16 @@ RESPOOL_API int respool_pg_cluster_checkout_at(respool_pg_cluster_t *c,
         pthread_mutex_lock(&c->lock);
         best->host->waiting--;
         pthread_mutex_unlock(&c->lock);
-        if (rc == RESPOOL_OK)
-            return checkout_done(best);
+        if (rc == RESPOOL_OK) {
+            if (checkout_done(c, best, target, lease))
+                return RESPOOL_OK;
+            continue; /* it stopped fitting while we waited: look again */
+        }
+        if (rc == RESPOOL_EFULL) { /* shed by the host's max_waiting or admission */
+            describe_pool_failure(best);
+            atomic_fetch_sub(&best->users, 1);
+            return RESPOOL_EFULL;
+        }
         if (rc == RESPOOL_ETIMEDOUT) {
             describe_pool_failure(best);
             atomic_fetch_sub(&best->users, 1);

@@ -249,14 +249,24 @@ Test(pg, stuck_copy_destroyed_without_blocking, .timeout = 60)
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND wait_event_type = 'Lock'",
              pid);
-    int64_t deadline = mono_ms() + 10000;
+    int64_t deadline = mono_ms() + 30000;
     for (;;) { /* the backend may still be reading what it has: await */
         char *v = query1(side, sql);
         bool waiting = strcmp(v, "1") == 0;
         free(v);
         if (waiting)
             break;
-        cr_assert(mono_ms() < deadline, "the backend never waited on side's lock");
+        if (mono_ms() >= deadline) {
+            /* Say what the backend is doing instead, for the next look. */
+            char what[256];
+            snprintf(what, sizeof what,
+                     "SELECT coalesce(state, '?') || ' / ' || coalesce(wait_event_type, '-') || "
+                     "' / ' || coalesce(wait_event, '-') FROM pg_stat_activity WHERE pid = %d",
+                     pid);
+            char *state = query1(side, what);
+            cr_assert(false, "the backend never waited on side's lock (state / wait: %s)",
+                      state ? state : "gone");
+        }
         usleep(1000); /* polling a condition, bounded */
     }
     cr_assert_eq(respool_checkin(pool, &l), RESPOOL_OK);

@@ -348,7 +348,10 @@ Test(cluster, replica_stop_under_load, .timeout = 120)
     long ok_at_down = atomic_load(&load.ok);
     await_ok(&load, ok_at_down + 300, 10000);
     uint64_t primary_after = host_info(c, 0).checkouts;
-    cr_expect_geq(primary_after - primary_at_down, 300,
+    /* A host counts a checkout when it is made, the load a success when its
+     * query returns: up to one per thread in flight between the two reads
+     * above belongs to neither window. */
+    cr_expect_geq(primary_after - primary_at_down, 300 - LOAD_THREADS,
                   "reads did not move to the primary (%llu)",
                   (unsigned long long)(primary_after - primary_at_down));
     long failed_queries = atomic_load(&load.failed_queries);

@@ -19,6 +19,17 @@ typedef struct pg_connection {
                               or the last checkin (CLOCK_MONOTONIC ms) */
 } pg_connection_t;
 
+/* Longest duration any option accepts, as the core: ~31 years. */
+#define MAX_DURATION_MS 1000000000000L
+
+/* *out = v, or dflt when v is 0; -1 (nothing set) when v is negative or
+ * above MAX_DURATION_MS. */
+int pg_check_duration(long v, long dflt, long *out);
+
+/* Copy src into dst[dstlen], truncating, always NUL-terminated; nothing
+ * when dst is NULL or dstlen is 0. */
+void pg_copy_str(char *dst, size_t dstlen, const char *src);
+
 /* CLOCK_MONOTONIC in milliseconds. */
 int64_t pg_now_ms(void);
 

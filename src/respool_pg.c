@@ -24,7 +24,6 @@
 #define DEFAULT_VALIDATE_IDLE_MS 1000L
 #define DEFAULT_PING_TIMEOUT_MS 2000L
 #define DEFAULT_RESET_TIMEOUT_MS 5000L
-#define MAX_DURATION_MS 1000000000000L /* as the core: ~31 years */
 #define MASK "***"
 
 struct respool_pg_factory {
@@ -447,9 +446,12 @@ static void one_line(const char *src, char *dst, size_t dstlen)
         dst[o.len] = '\0';
 }
 
-/* Copy src into dst[dstlen], truncating, always NUL-terminated (dstlen > 0). */
-static void copy_str(char *dst, size_t dstlen, const char *src)
+/* Copy src into dst[dstlen], truncating, always NUL-terminated; nothing
+ * when dst is NULL or dstlen is 0. */
+void pg_copy_str(char *dst, size_t dstlen, const char *src)
 {
+    if (!dst || dstlen == 0)
+        return;
     size_t n = strlen(src);
     if (n >= dstlen)
         n = dstlen - 1;
@@ -474,7 +476,7 @@ static void set_err(char *const *secrets, char *err, size_t errlen, const char *
     if (!text || !scrubbed) {
         free(text);
         free(scrubbed);
-        copy_str(err, errlen, "out of memory (while formatting an error)");
+        pg_copy_str(err, errlen, "out of memory (while formatting an error)");
         return;
     }
     va_start(ap, fmt);
@@ -490,7 +492,7 @@ static void set_err(char *const *secrets, char *err, size_t errlen, const char *
 static void record_error(respool_pg_factory_t *f, const char *msg)
 {
     pthread_mutex_lock(&f->lock);
-    copy_str(f->last_error, sizeof f->last_error, msg);
+    pg_copy_str(f->last_error, sizeof f->last_error, msg);
     f->last_error_len = strlen(f->last_error);
     pthread_mutex_unlock(&f->lock);
 }
@@ -594,7 +596,7 @@ bool pg_exec_bounded_value(PGconn *c, const char *sql, int64_t deadline, char *f
             ok = false;
         if (s == PGRES_TUPLES_OK && first_value && first_value_len > 0 && !have_value &&
             PQntuples(r) > 0 && PQnfields(r) > 0) {
-            copy_str(first_value, first_value_len, PQgetvalue(r, 0, 0));
+            pg_copy_str(first_value, first_value_len, PQgetvalue(r, 0, 0));
             have_value = true;
         }
         PQclear(r);
@@ -678,7 +680,7 @@ fail:
         PQfinish(c);
     record_error(f, msg);
     if (err && errlen > 0)
-        copy_str(err, errlen, msg);
+        pg_copy_str(err, errlen, msg);
     return -1;
 }
 
@@ -770,7 +772,7 @@ static bool pg_reset(void *ctx, void *resource)
 /* Factory                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static int check_duration(long v, long dflt, long *out)
+int pg_check_duration(long v, long dflt, long *out)
 {
     if (v < 0 || v > MAX_DURATION_MS)
         return -1;
@@ -843,10 +845,10 @@ RESPOOL_API int respool_pg_factory_init(respool_pg_factory_t **out, const char *
         f = NULL;
         goto out;
     }
-    if (check_duration(opt->connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS,
+    if (pg_check_duration(opt->connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS,
                        &f->connect_timeout_ms) != 0 ||
-        check_duration(opt->ping_timeout_ms, DEFAULT_PING_TIMEOUT_MS, &f->ping_timeout_ms) != 0 ||
-        check_duration(opt->reset_timeout_ms, DEFAULT_RESET_TIMEOUT_MS,
+        pg_check_duration(opt->ping_timeout_ms, DEFAULT_PING_TIMEOUT_MS, &f->ping_timeout_ms) != 0 ||
+        pg_check_duration(opt->reset_timeout_ms, DEFAULT_RESET_TIMEOUT_MS,
                        &f->reset_timeout_ms) != 0) {
         set_err(raw, err, errlen, "invalid respool_pg_options_t duration");
         rc = RESPOOL_EINVAL;
@@ -854,7 +856,7 @@ RESPOOL_API int respool_pg_factory_init(respool_pg_factory_t **out, const char *
     }
     if (opt->validate_idle_ms == RESPOOL_PG_VALIDATE_ALWAYS)
         f->validate_idle_ms = 0;
-    else if (check_duration(opt->validate_idle_ms, DEFAULT_VALIDATE_IDLE_MS,
+    else if (pg_check_duration(opt->validate_idle_ms, DEFAULT_VALIDATE_IDLE_MS,
                             &f->validate_idle_ms) != 0) {
         set_err(raw, err, errlen, "invalid respool_pg_options_t.validate_idle_ms");
         rc = RESPOOL_EINVAL;
@@ -1004,7 +1006,7 @@ RESPOOL_API size_t respool_pg_last_error(respool_pg_factory_t *f, char *buf, siz
     pthread_mutex_lock(&f->lock);
     size_t n = f->last_error_len;
     if (buf && buflen > 0)
-        copy_str(buf, buflen, f->last_error);
+        pg_copy_str(buf, buflen, f->last_error);
     pthread_mutex_unlock(&f->lock);
     return n;
 }

@@ -40,7 +40,6 @@
 #define DEFAULT_ROLE_CHECK_MS 5000L
 #define DEFAULT_FAILOVER_POLL_MS 100L
 #define REAP_INTERVAL_MS 50L    /* monitor period while retired members wait */
-#define MAX_DURATION_MS 1000000000000L
 #define MAX_HOSTS 64             /* hosts in one list */
 
 typedef struct host host_t;
@@ -118,17 +117,6 @@ static bool in_fork_child(const respool_pg_cluster_t *c)
     return atomic_load_explicit(&fork_generation, memory_order_relaxed) != c->fork_generation;
 }
 
-static void copy_text(char *dst, size_t len, const char *src)
-{
-    if (!dst || len == 0)
-        return;
-    size_t n = strlen(src);
-    if (n >= len)
-        n = len - 1;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
 static void format_error(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void format_error(char *err, size_t errlen, const char *fmt, ...)
@@ -175,7 +163,7 @@ static void cluster_error(const char *fmt, ...)
 
 RESPOOL_API size_t respool_pg_cluster_error(char *buf, size_t buflen)
 {
-    copy_text(buf, buflen, cluster_error_text);
+    pg_copy_str(buf, buflen, cluster_error_text);
     return strlen(cluster_error_text);
 }
 
@@ -536,7 +524,7 @@ static int member_create(void *ctx, void **resource, char *err, size_t errlen)
             rc = -1;
         }
     }
-    copy_text(err, errlen, rc == 0 ? "" : text);
+    pg_copy_str(err, errlen, rc == 0 ? "" : text);
 
     pthread_mutex_lock(&c->lock);
     if (h->active == m) {
@@ -548,7 +536,7 @@ static int member_create(void *ctx, void **resource, char *err, size_t errlen)
             }
             note_role(c, h, role);
         } else {
-            copy_text(h->last_error, sizeof h->last_error, text);
+            pg_copy_str(h->last_error, sizeof h->last_error, text);
             if (h->state != RESPOOL_PG_HOST_DOWN) {
                 /* A host that had connections may have checkouts waiting
                  * in its pool: the monitor swaps in a fresh pool, which
@@ -669,7 +657,7 @@ static int host_new(respool_pg_cluster_t *c, const host_spec_t *spec, host_t **o
         return RESPOOL_ENOMEM;
     }
     h->cluster = c;
-    copy_text(h->name, sizeof h->name, spec->name);
+    pg_copy_str(h->name, sizeof h->name, spec->name);
     h->conninfo = strdup(spec->conninfo);
     atomic_init(&h->role_seen, (int)RESPOOL_PG_ROLE_UNKNOWN);
     atomic_init(&h->checkouts, 0);
@@ -1010,14 +998,6 @@ RESPOOL_API int respool_pg_cluster_set_hosts(respool_pg_cluster_t *cluster, cons
 /* Making and freeing                                                        */
 /* ------------------------------------------------------------------------ */
 
-static int check_duration(long v, long dflt, long *out)
-{
-    if (v < 0 || v > MAX_DURATION_MS)
-        return -1;
-    *out = v ? v : dflt;
-    return 0;
-}
-
 /* Free everything; the monitor is stopped and no call is in progress. */
 static void cluster_release(respool_pg_cluster_t *c)
 {
@@ -1119,8 +1099,8 @@ RESPOOL_API int respool_pg_cluster_create_list(respool_pg_cluster_t **out,
     c->fork_generation = atomic_load(&fork_generation);
     c->host_cfg = cfg->host;
     c->opt = opt ? *opt : no_options;
-    if (check_duration(cfg->role_check_ms, DEFAULT_ROLE_CHECK_MS, &c->role_check_ms) != 0 ||
-        check_duration(cfg->failover_poll_ms, DEFAULT_FAILOVER_POLL_MS,
+    if (pg_check_duration(cfg->role_check_ms, DEFAULT_ROLE_CHECK_MS, &c->role_check_ms) != 0 ||
+        pg_check_duration(cfg->failover_poll_ms, DEFAULT_FAILOVER_POLL_MS,
                        &c->failover_poll_ms) != 0) {
         free(c);
         format_error(err, errlen, "invalid role_check_ms or failover_poll_ms");
@@ -1602,13 +1582,13 @@ RESPOOL_API int respool_pg_cluster_host(respool_pg_cluster_t *cluster, size_t in
     }
     host_t *h = cluster->hosts[index];
     memset(out, 0, sizeof *out);
-    copy_text(out->name, sizeof out->name, h->name);
+    pg_copy_str(out->name, sizeof out->name, h->name);
     out->role = h->role;
     out->state = h->state;
     out->writer = h == cluster->writer;
     out->checkouts = atomic_load(&h->checkouts);
     out->times_down = h->times_down;
-    copy_text(out->last_error, sizeof out->last_error, h->last_error);
+    pg_copy_str(out->last_error, sizeof out->last_error, h->last_error);
     member_t *m = h->active;
     if (m)
         atomic_fetch_add(&m->users, 1);

@@ -508,7 +508,7 @@ Test(cluster, failover_to_promoted_replica, .timeout = 120)
  * are drained and no checkout fails. */
 Test(cluster, host_list_update_under_load, .timeout = 120)
 {
-    const char *url = cluster_url();
+    cluster_url(); /* a fresh primary + replica: the nodes' own urls follow */
     char primary[1024], replica[1024], err[1024];
     node_url("primary", primary, sizeof primary);
     node_url("replica", replica, sizeof replica);
@@ -573,7 +573,6 @@ Test(cluster, host_list_update_under_load, .timeout = 120)
     fprintf(stderr, "host_list_update_under_load: added replica up %lld ms after the update; "
                     "0 checkouts failed\n",
             (long long)added_ms);
-    (void)url;
     free_balanced(c);
 }
 
@@ -657,7 +656,7 @@ Test(cluster, unreachable_hosts, .timeout = 60)
     cr_expect(strstr(err, n1) && strstr(err, n2), "%s", err);
     cr_expect(strstr(err, "hunter2") == NULL, "password in %s", err);
 
-    char primary[1024], mixed[1200];
+    char primary[1024];
     cluster_url();
     node_url("primary", primary, sizeof primary);
     const char *list[] = {url, primary};
@@ -691,6 +690,5 @@ Test(cluster, unreachable_hosts, .timeout = 60)
     cr_expect(strstr(why, "test_pg_cluster.c:") != NULL, "the holder's site is not named: %s",
               why);
     respool_pg_cluster_checkin(c, &lease);
-    (void)mixed;
     free_balanced(c);
 }

@@ -522,27 +522,27 @@ int respool_checkout_at(respool_t *pool, long timeout_ms, respool_lease_t *lease
 {
     if (!pool || !lease)
         return RESPOOL_EINVAL;
-    lease->resource = NULL;
     pthread_mutex_lock(&pool->lock);
     if (!(pool->idle > 0 && pool->waiters.count == 0 && pool->fast_checkout)) {
+        lease->resource = NULL;
         call_site_t caller = {site, function, current_thread_id()};
         return checkout_slow(pool, timeout_ms, lease, &caller);
     }
     uint32_t index = idle_take(pool);
     slot_t *s = slot_at(pool, index);
     s->state = SLOT_BUSY;
-    uint32_t generation = ++s->generation;
-    void *resource = s->resource;
     s->site = site;
     s->site_function = function;
     s->site_thread = current_thread_id();
     s->checkout_sequence = pool->checkouts++;
     pool->busy++;
-    pthread_mutex_unlock(&pool->lock); /* fast path: no wake-up was deferred */
-    lease->resource = resource;
+    /* The lease is filled under the lock: nothing stays live across the
+     * unlock call but the return value. */
+    lease->resource = s->resource;
     lease->private_.pool = pool;
     lease->private_.slot = index;
-    lease->private_.generation = generation;
+    lease->private_.generation = ++s->generation;
+    pthread_mutex_unlock(&pool->lock); /* fast path: no wake-up was deferred */
     return RESPOOL_OK;
 }
 
@@ -618,15 +618,22 @@ __attribute__((noinline, cold)) static int checkin_slow(respool_t *pool, slot_t 
  * reset or time: the resource goes straight back to the idle ring. */
 int respool_checkin(respool_t *pool, respool_lease_t *lease)
 {
-    slot_t *s = lock_lease(pool, lease);
-    if (!s)
+    if (!pool || !lease)
         return RESPOOL_EINVAL;
+    pthread_mutex_lock(&pool->lock); /* lock_lease, inlined: this is the fast path */
+    slot_t *s = lease_slot(pool, lease);
+    if (!s) {
+        pool_unlock(pool);
+        return RESPOOL_EINVAL;
+    }
     s->generation++; /* from here the lease is stale: a second checkin fails */
     if (!(pool->fast_checkin && pool->waiters.count == 0 &&
           pool->idle + pool->busy <= pool->config.size && s->epoch == pool->epoch))
         return checkin_slow(pool, s, lease);
     pool->busy--;
-    idle_push_newest(pool, lease->private_.slot);
+    s->state = SLOT_IDLE;
+    pool->idle_ring[(pool->idle_oldest + pool->idle) & pool->idle_mask] = lease->private_.slot;
+    pool->idle++;
     pthread_mutex_unlock(&pool->lock); /* fast path: no wake-up was deferred */
     lease->resource = NULL;
     return RESPOOL_OK;

@@ -158,12 +158,17 @@ static void report_failure(uint64_t seed, const model_seq_t *seq, const model_re
     free(shrunk);
 }
 
+/* Operations run by random_sequences, by kind (for its figures line). */
+static unsigned long operations_run[MODEL_OP_KIND_COUNT];
+
 /* Run one seed; on failure report it and fail the test. */
 static void run_seed(uint64_t seed, size_t steps, const model_options_t *options)
 {
     model_seq_t *seq = malloc(sizeof *seq);
     cr_assert_not_null(seq);
     model_seq_from_seed(seed, steps, seq);
+    for (size_t i = 0; i < seq->count; i++)
+        operations_run[seq->ops[i].kind % MODEL_OP_KIND_COUNT]++;
     current_seed = seed;
     current_steps = steps;
     model_result_t result;
@@ -205,6 +210,18 @@ Test(model, random_sequences, .timeout = 600)
     for (long i = 1; i < sequences; i++)
         run_seed((uint64_t)i, steps, &options);
     run_seed(clock_seed, steps, &options);
+    unsigned long *n = operations_run;
+    fprintf(stderr,
+            "[figures] model: %ld sequences, %lu operations: %lu checkouts, %lu checkins, "
+            "%lu destroyed, %lu resizes, %lu shutdowns, %lu stale or altered leases; "
+            "faults: %lu fail-next, %lu fail-always switches\n",
+            sequences,
+            n[MODEL_OP_CHECKOUT] + n[MODEL_OP_CHECKIN] + n[MODEL_OP_DESTROYED] +
+                n[MODEL_OP_RESIZE] + n[MODEL_OP_SHUTDOWN] + n[MODEL_OP_FAIL_NEXT] +
+                n[MODEL_OP_FAIL_ALWAYS] + n[MODEL_OP_BAD_LEASE],
+            n[MODEL_OP_CHECKOUT], n[MODEL_OP_CHECKIN], n[MODEL_OP_DESTROYED], n[MODEL_OP_RESIZE],
+            n[MODEL_OP_SHUTDOWN], n[MODEL_OP_BAD_LEASE], n[MODEL_OP_FAIL_NEXT],
+            n[MODEL_OP_FAIL_ALWAYS]);
 }
 
 /* Seeds that found failures before, at the length they were found. */

@@ -631,9 +631,7 @@ int respool_checkin(respool_t *pool, respool_lease_t *lease)
           pool->idle + pool->busy <= pool->config.size && s->epoch == pool->epoch))
         return checkin_slow(pool, s, lease);
     pool->busy--;
-    s->state = SLOT_IDLE;
-    pool->idle_ring[(pool->idle_oldest + pool->idle) & pool->idle_mask] = lease->private_.slot;
-    pool->idle++;
+    idle_push_newest(pool, lease->private_.slot);
     pthread_mutex_unlock(&pool->lock); /* fast path: no wake-up was deferred */
     lease->resource = NULL;
     return RESPOOL_OK;

@@ -20,7 +20,8 @@
  *   - Linux: the word is changed with one atomic and a futex wake follows
  *     on its address. A wake on an address whose owner has returned is
  *     harmless (at worst a spurious wake-up for whoever sleeps there next,
- *     which every futex sleeper tolerates).
+ *     which every futex sleeper tolerates). The valgrind build, which
+ *     cannot tell, makes the waiter wait for such wakes (below).
  *   - elsewhere: a mutex and condition variable per parker; the word
  *     changes under that mutex, and parker_destroy takes the mutex once,
  *     so the waiter cannot free it while a waker is still inside.
@@ -36,14 +37,51 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* Valgrind builds only. Valgrind models the futex system call as a read of
+ * the word, so a wake made after its waiter returned looks to memcheck like
+ * a read of a dead stack slot, and to helgrind like a race with whatever the
+ * waiter's thread writes there next. There, every wake is announced before
+ * the word changes (so a waiter that sees the change sees the announcement)
+ * and counted off after its system call, and parker_destroy waits for the
+ * count to reach zero: the parker outlives every system call on it. Other
+ * builds compile none of this; a late wake is harmless there (above). */
+#if defined(RESPOOL_VALGRIND)
+#include <sched.h>
+
+static void notify_announce(parker_t *parker)
+{
+    atomic_fetch_add_explicit(&parker->notifying, 1, memory_order_relaxed);
+}
+
+void parker_notify_done(parker_t *parker)
+{
+    ANNOTATE_HAPPENS_BEFORE(&parker->notifying);
+    atomic_fetch_sub_explicit(&parker->notifying, 1, memory_order_release);
+}
+#else
+static void notify_announce(parker_t *parker)
+{
+    (void)parker;
+}
+#endif
+
 void parker_init(parker_t *parker)
 {
     atomic_init(&parker->word, 0);
+#if defined(RESPOOL_VALGRIND)
+    atomic_init(&parker->notifying, 0);
+#endif
 }
 
 void parker_destroy(parker_t *parker)
 {
+#if defined(RESPOOL_VALGRIND)
+    while (atomic_load_explicit(&parker->notifying, memory_order_acquire) != 0)
+        sched_yield();
+    ANNOTATE_HAPPENS_AFTER(&parker->notifying);
+#else
     (void)parker;
+#endif
 }
 
 /* Sleep while the word equals `ticket`, until deadline_ns (CLOCK_MONOTONIC,
@@ -67,6 +105,7 @@ void parker_wait(parker_t *parker, uint32_t ticket, int64_t deadline_ns)
  * waiter once it sees the change) and wake the sleeper. */
 void parker_wake(parker_t *parker, bool finish)
 {
+    notify_announce(parker);
     if (finish) {
         PARKER_HAPPENS_BEFORE(parker);
         atomic_fetch_or_explicit(&parker->word, PARKER_FINISHED, memory_order_release);
@@ -81,6 +120,7 @@ void parker_wake(parker_t *parker, bool finish)
 void parker_notify(parker_t *parker)
 {
     syscall(SYS_futex, &parker->word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
+    parker_notify_done(parker);
 }
 
 /* A plain wake-up (come and take an idle resource) from a lock holder: the
@@ -90,6 +130,7 @@ void parker_notify(parker_t *parker)
  * delivers the first at once. */
 void parker_wake_deferred(respool_t *pool, parker_t *parker)
 {
+    notify_announce(parker);
     atomic_fetch_add_explicit(&parker->word, 2, memory_order_release);
     pool_flush_wakes(pool);
     pool->deferred_wake = parker;

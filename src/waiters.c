@@ -73,6 +73,10 @@ void waiter_dequeue(respool_t *pool, waiter_t *waiter)
  * not take, the next in line is woken instead. */
 void waiter_complete(respool_t *pool, waiter_t *waiter, int outcome, uint32_t slot)
 {
+    if (pool->deferred_wake == &waiter->parker) { /* finishing wakes it: drop the plain wake */
+        pool->deferred_wake = NULL;
+        parker_notify_done(&waiter->parker);
+    }
     waiter_dequeue(pool, waiter);
     waiter->outcome = outcome;
     waiter->slot = slot;

@@ -224,28 +224,13 @@ Test(pg, stuck_copy_destroyed_without_blocking, .timeout = 60)
     PGresult *r = PQexec(c, sql);
     cr_assert_eq(PQresultStatus(r), PGRES_COPY_IN, "%s", PQerrorMessage(c));
     PQclear(r);
+    /* Row 1 conflicts with side's uncommitted key 1, but COPY inserts in
+     * batches of 1,000 rows, so send 2,000 (14 kB: a few writes, well
+     * within the socket buffer) and await the backend's lock wait. */
     cr_assert_eq(PQputCopyData(c, "1\n", 2), 1);
-    cr_assert_eq(PQflush(c), 0);
-    /* Send rows until the socket's send buffer is full (the backend
-     * inserts in batches, blocks on side's lock at row 1, and stops
-     * reading), each one flushed; then, back in blocking mode, one more row
-     * that stays in libpq's own buffer (it flushes at 8 kB). On a unix
-     * socket SIOCOUTQ counts what the buffer holds. */
-    int fd = PQsocket(c), sndbuf = 0;
-    socklen_t optlen = sizeof sndbuf;
-    cr_assert_eq(getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &optlen), 0);
-    cr_assert_eq(PQsetnonblocking(c, 1), 0);
-    for (int rows = 0;; rows++) {
-        int queued = 0;
-        cr_assert_eq(ioctl(fd, SIOCOUTQ, &queued), 0);
-        if (queued >= sndbuf)
-            break;
+    for (int rows = 0; rows < 2000; rows++)
         cr_assert_eq(PQputCopyData(c, "2\n", 2), 1);
-        cr_assert_eq(PQflush(c), 0, "the socket filled before SIOCOUTQ said so");
-        cr_assert_lt(rows, 10000000, "the socket never filled");
-    }
-    cr_assert_eq(PQsetnonblocking(c, 0), 0); /* nothing pending: no flush */
-    cr_assert_eq(PQputCopyData(c, "3\n", 2), 1);
+    cr_assert_eq(PQflush(c), 0);
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND wait_event_type = 'Lock'",
              pid);
@@ -269,6 +254,27 @@ Test(pg, stuck_copy_destroyed_without_blocking, .timeout = 60)
         }
         usleep(1000); /* polling a condition, bounded */
     }
+    /* Now that it reads nothing, fill the socket's send buffer, one
+     * flushed row at a time; then, back in blocking mode, one more row that
+     * stays in libpq's own buffer (it flushes at 8 kB). On a unix socket
+     * SIOCOUTQ counts what the buffer holds. (Filling first raced: a
+     * backend slow to read could let the buffer fill before it had read
+     * 1,000 rows, and then never wait on the lock.) */
+    int fd = PQsocket(c), sndbuf = 0;
+    socklen_t optlen = sizeof sndbuf;
+    cr_assert_eq(getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &optlen), 0);
+    cr_assert_eq(PQsetnonblocking(c, 1), 0);
+    for (int rows = 0;; rows++) {
+        int queued = 0;
+        cr_assert_eq(ioctl(fd, SIOCOUTQ, &queued), 0);
+        if (queued >= sndbuf)
+            break;
+        cr_assert_eq(PQputCopyData(c, "2\n", 2), 1);
+        cr_assert_eq(PQflush(c), 0, "the socket filled before SIOCOUTQ said so");
+        cr_assert_lt(rows, 10000000, "the socket never filled");
+    }
+    cr_assert_eq(PQsetnonblocking(c, 0), 0); /* nothing pending: no flush */
+    cr_assert_eq(PQputCopyData(c, "3\n", 2), 1);
     cr_assert_eq(respool_checkin(pool, &l), RESPOOL_OK);
 
     /* The manager destroys it while the lock is still held. */

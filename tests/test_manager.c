@@ -72,22 +72,6 @@ static bool wait_failed(uint64_t n, long timeout_ms)
     return fake_wait(&fk, failed_at_least, &n, timeout_ms);
 }
 
-static bool resource_destroyed(fake_factory_t *f, void *arg)
-{
-    return atomic_load(&((fake_resource_t *)arg)->destroyed) != 0;
-}
-
-/* Wait until this particular fake resource has been destroyed. */
-static bool wait_resource_destroyed(void *resource, long timeout_ms)
-{
-    return fake_wait(&fk, resource_destroyed, resource, timeout_ms);
-}
-
-static bool is_destroyed(void *resource)
-{
-    return atomic_load(&((fake_resource_t *)resource)->destroyed) != 0;
-}
-
 typedef struct {
     unsigned idle;
     uint64_t created;
@@ -470,7 +454,7 @@ Test(manager_validate, rejected_at_checkout)
     cr_assert_neq(l.resource, broken, "a resource validate() rejected was handed out");
     respool_stats_t s = stats_of(pool);
     ASSERT_EQ_U(s.validate_failures, 1);
-    cr_assert(wait_resource_destroyed(broken, 2000), "rejected resource not destroyed");
+    cr_assert(fake_wait_resource_destroyed(&fk, broken, 2000), "rejected resource not destroyed");
     cr_assert(wait_idle_created(pool, 1, 3, 2000), "rejected resource not replaced");
     cr_assert(pool_wait_destroyed(pool, 1, 2000), "stats.destroyed never counted it");
     s = stats_of(pool);
@@ -526,7 +510,7 @@ Test(manager_validate, all_rejected_then_fresh)
     CHECK_RC(respool_checkout(pool, 1000, &l), RESPOOL_OK);
     fake_set_validate_false(false);
     cr_assert_gt(fake_id(l.resource), 2, "got rejected resource %u", fake_id(l.resource));
-    cr_assert_not(is_destroyed(l.resource));
+    cr_assert_not(fake_is_destroyed(l.resource));
     /* Replacements that reached the idle list before the checkout queued were
      * validated (and rejected) too, so the count is at least 2, not exactly. */
     respool_stats_t s = stats_of(pool);
@@ -555,7 +539,7 @@ Test(manager_reset, false_destroys_and_replaces)
     respool_stats_t s = stats_of(pool);
     ASSERT_EQ_U(s.reset_failures, 1);
     ASSERT_EQ_U(s.busy, 0);
-    cr_assert(wait_resource_destroyed(r, 2000), "reset-rejected resource not destroyed");
+    cr_assert(fake_wait_resource_destroyed(&fk, r, 2000), "reset-rejected resource not destroyed");
     cr_assert(wait_idle_created(pool, 1, 2, 2000), "not replaced");
     CHECK_RC(respool_checkout(pool, 0, &l), RESPOOL_OK);
     ASSERT_EQ_U(fake_id(l.resource), 2);
@@ -588,7 +572,7 @@ Test(manager_overflow, idle_time_then_dismissed)
     ASSERT_EQ_U(FAKE_GET(&fk, create_calls), 2);
     int64_t t0 = now_ms();
     CHECK_RC(respool_checkin(pool, &b), RESPOOL_OK);
-    cr_assert(wait_resource_destroyed(rb, 2000), "idle overflow never dismissed");
+    cr_assert(fake_wait_resource_destroyed(&fk, rb, 2000), "idle overflow never dismissed");
     int64_t lived = now_ms() - t0;
     cr_assert_geq(lived, 100, "idle overflow dismissed after %lld ms", (long long)lived);
     s = stats_of(pool);
@@ -652,13 +636,13 @@ Test(manager_lifetime, busy_expires_on_checkin)
     void *r = l.resource;
     fake_hold(r); /* destroying it while held aborts */
     pass_time_ms(150);
-    cr_assert_not(is_destroyed(r));
+    cr_assert_not(fake_is_destroyed(r));
     respool_stats_t s = stats_of(pool);
     ASSERT_EQ_U(s.busy, 1);
     ASSERT_EQ_U(s.expired, 0);
     fake_unhold(r);
     CHECK_RC(respool_checkin(pool, &l), RESPOOL_OK);
-    cr_assert(wait_resource_destroyed(r, 2000), "expired resource kept after checkin");
+    cr_assert(fake_wait_resource_destroyed(&fk, r, 2000), "expired resource kept after checkin");
     cr_assert_geq(stats_of(pool).expired, 1);
     cr_assert(wait_idle_created(pool, 1, 2, 2000), "expired resource not replaced");
     finish(pool);
@@ -677,7 +661,7 @@ Test(manager_keepalive, broken_idle_replaced)
     void *r = l.resource;
     CHECK_RC(respool_checkin(pool, &l), RESPOOL_OK);
     fake_break(r);
-    cr_assert(wait_resource_destroyed(r, 2000), "keepalive did not find the broken resource");
+    cr_assert(fake_wait_resource_destroyed(&fk, r, 2000), "keepalive did not find the broken resource");
     cr_assert(wait_idle_created(pool, 2, 3, 2000), "broken idle resource not replaced");
     respool_stats_t s = stats_of(pool);
     cr_assert_geq(s.validate_failures, 1);
@@ -736,7 +720,7 @@ Test(manager_replace, after_destroyed)
     CHECK_RC(respool_destroyed(pool, &l), RESPOOL_OK);
     cr_assert_null(l.resource);
     CHECK_RC(respool_checkin(pool, &stale), RESPOOL_EINVAL);
-    cr_assert(wait_resource_destroyed(r, 2000));
+    cr_assert(fake_wait_resource_destroyed(&fk, r, 2000));
     cr_assert(wait_idle_created(pool, 2, 3, 2000), "not replaced");
     respool_stats_t s = stats_of(pool);
     cr_assert(pool_wait_destroyed(pool, 1, 2000), "stats.destroyed never counted it");

@@ -22,27 +22,6 @@ static void finish(respool_t *pool)
     fake_fini(&fk);
 }
 
-static void fake_set_destroy_delay(long ms)
-{
-    pthread_mutex_lock(&fk.lock);
-    fk.destroy_delay_ms = ms;
-    pthread_mutex_unlock(&fk.lock);
-}
-
-static bool resource_destroyed(fake_factory_t *f, void *arg)
-{
-    return atomic_load(&((fake_resource_t *)arg)->destroyed) != 0;
-}
-
-static bool wait_resource_destroyed(void *resource, long timeout_ms)
-{
-    return fake_wait(&fk, resource_destroyed, resource, timeout_ms);
-}
-
-static bool is_destroyed(void *resource)
-{
-    return atomic_load(&((fake_resource_t *)resource)->destroyed) != 0;
-}
 
 static bool state_is_shutdown(const respool_stats_t *s, void *arg)
 {
@@ -104,7 +83,7 @@ Test(shutdown_idle, ok_at_once_even_timeout0)
 {
     fake_init(&fk);
     respool_t *pool = make_pool(quiet_config(3, 2), fake_factory(&fk));
-    fake_set_destroy_delay(20);
+    fake_set_destroy_delay(&fk, 20);
     int64_t t0 = now_ms();
     CHECK_RC(respool_shutdown(pool, 0), RESPOOL_OK);
     cr_assert_lt(now_ms() - t0, 1000);
@@ -238,7 +217,7 @@ Test(shutdown_waiter, served_by_returned_lease)
     cr_assert(timed_join(w.thread, 2000), "waiter not served by the returned lease");
     CHECK_RC(w.rc, RESPOOL_OK);
     cr_assert_eq(w.lease.resource, res);
-    cr_assert_not(is_destroyed(res));
+    cr_assert_not(fake_is_destroyed(res));
     cr_assert_not(timed_join(sd.thread, 50), "shutdown returned %d with the waiter's lease out",
                   sd.rc);
 
@@ -292,11 +271,11 @@ Test(shutdown_ebusy, deadline_with_waiter)
     cr_assert(timed_join(w.thread, 2000), "waiter not failed after EBUSY");
     CHECK_RC(w.rc, RESPOOL_ESHUTDOWN);
     cr_assert_null(w.lease.resource);
-    cr_assert_not(is_destroyed(res));
+    cr_assert_not(fake_is_destroyed(res));
 
     CHECK_RC(respool_checkin(pool, &a), RESPOOL_OK);
     cr_assert_null(a.resource);
-    cr_assert(wait_resource_destroyed(res, 2000), "late checkin not destroyed");
+    cr_assert(fake_wait_resource_destroyed(&fk, res, 2000), "late checkin not destroyed");
     CHECK_RC(respool_shutdown(pool, -1), RESPOOL_OK);
     respool_stats_t s = stats_of(pool);
     ASSERT_EQ_U(s.busy, 0);
@@ -316,7 +295,7 @@ Test(shutdown_ebusy, idle_destroyed_and_late_destroyed)
     CHECK_RC(respool_shutdown(pool, 50), RESPOOL_EBUSY);
     cr_assert_geq(now_ms() - t0, 50);
     cr_assert(fake_wait_destroyed(&fk, 1, 2000), "idle resource not destroyed");
-    cr_assert_not(is_destroyed(res));
+    cr_assert_not(fake_is_destroyed(res));
     respool_stats_t s = stats_of(pool);
     ASSERT_EQ_U(s.idle, 0);
     ASSERT_EQ_U(s.busy, 1);
@@ -328,7 +307,7 @@ Test(shutdown_ebusy, idle_destroyed_and_late_destroyed)
 
     CHECK_RC(respool_destroyed(pool, &a), RESPOOL_OK);
     cr_assert_null(a.resource);
-    cr_assert(wait_resource_destroyed(res, 2000));
+    cr_assert(fake_wait_resource_destroyed(&fk, res, 2000));
     CHECK_RC(respool_shutdown(pool, 0), RESPOOL_OK);
     ASSERT_EQ_U(FAKE_GET(&fk, destroyed), 2);
     finish(pool);
@@ -501,7 +480,7 @@ Test(resize_down, busy_beyond_capacity_destroyed_on_checkin)
     ASSERT_EQ_U(s.overflow, 2);
 
     CHECK_RC(respool_checkin(pool, &l[0]), RESPOOL_OK); /* live 3 > 1 + 1: destroyed */
-    cr_assert(wait_resource_destroyed(r[0], 2000), "resource beyond capacity kept");
+    cr_assert(fake_wait_resource_destroyed(&fk, r[0], 2000), "resource beyond capacity kept");
     s = stats_of(pool);
     ASSERT_EQ_U(s.idle, 0);
     ASSERT_EQ_U(s.busy, 2);
@@ -511,8 +490,8 @@ Test(resize_down, busy_beyond_capacity_destroyed_on_checkin)
     s = stats_of(pool);
     ASSERT_EQ_U(s.idle, 2);
     ASSERT_EQ_U(s.overflow, 1);
-    cr_assert_not(is_destroyed(r[1]));
-    cr_assert_not(is_destroyed(r[2]));
+    cr_assert_not(fake_is_destroyed(r[1]));
+    cr_assert_not(fake_is_destroyed(r[2]));
     cr_assert_eq(FAKE_GET(&fk, created), 3, "a replacement was made after shrinking");
     finish(pool);
 }

@@ -370,7 +370,7 @@ static void *chaos_main(void *arg)
             st->fault_create_delay++;
             break;
         case 3:
-            stress_set_destroy_delay(&fk, (long)stress_below(&seed, 3));
+            fake_set_destroy_delay(&fk, (long)stress_below(&seed, 3));
             st->fault_destroy_delay++;
             break;
         case 4: /* create() hangs for a moment */

@@ -232,6 +232,13 @@ void fake_set_create_delay(fake_factory_t *f, long ms)
     pthread_mutex_unlock(&f->lock);
 }
 
+void fake_set_destroy_delay(fake_factory_t *f, long ms)
+{
+    pthread_mutex_lock(&f->lock);
+    f->destroy_delay_ms = ms;
+    pthread_mutex_unlock(&f->lock);
+}
+
 uint64_t fake_get_u64(fake_factory_t *f, const uint64_t *field)
 {
     pthread_mutex_lock(&f->lock);
@@ -283,6 +290,17 @@ bool fake_wait_destroyed(fake_factory_t *f, uint64_t n, long timeout_ms)
     return fake_wait(f, destroyed_at_least, &n, timeout_ms);
 }
 
+static bool resource_destroyed(fake_factory_t *f, void *resource)
+{
+    (void)f;
+    return fake_is_destroyed(resource);
+}
+
+bool fake_wait_resource_destroyed(fake_factory_t *f, void *resource, long timeout_ms)
+{
+    return fake_wait(f, resource_destroyed, resource, timeout_ms);
+}
+
 static bool create_calls_at_least(fake_factory_t *f, void *arg)
 {
     return f->create_calls >= *(uint64_t *)arg;
@@ -319,6 +337,11 @@ void fake_break(void *resource)
 unsigned fake_id(const void *resource)
 {
     return ((const fake_resource_t *)resource)->id;
+}
+
+bool fake_is_destroyed(const void *resource)
+{
+    return atomic_load(&((const fake_resource_t *)resource)->destroyed) != 0;
 }
 
 bool pool_wait(respool_t *pool, bool (*pred)(const respool_stats_t *, void *), void *arg,

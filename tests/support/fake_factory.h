@@ -79,6 +79,7 @@ void fake_set_fail_next(fake_factory_t *f, int n);
 void fake_set_fail_always(fake_factory_t *f, bool on);
 void fake_set_block(fake_factory_t *f, bool on); /* off releases blocked */
 void fake_set_create_delay(fake_factory_t *f, long ms);
+void fake_set_destroy_delay(fake_factory_t *f, long ms);
 
 /* Counter read under lock: FAKE_GET(f, created). */
 uint64_t fake_get_u64(fake_factory_t *f, const uint64_t *field);
@@ -92,6 +93,8 @@ bool fake_wait(fake_factory_t *f, bool (*cond)(fake_factory_t *, void *), void *
 bool fake_wait_blocked(fake_factory_t *f, unsigned n, long timeout_ms);
 bool fake_wait_destroyed(fake_factory_t *f, uint64_t n, long timeout_ms);
 bool fake_wait_create_calls(fake_factory_t *f, uint64_t n, long timeout_ms);
+/* Until this particular resource has been destroyed. */
+bool fake_wait_resource_destroyed(fake_factory_t *f, void *resource, long timeout_ms);
 
 /* Mark a checked-out resource held by the calling test thread; aborts the
  * test if another holder has it. fake_unhold before checkin. */
@@ -100,6 +103,8 @@ void fake_unhold(void *resource);
 /* Make validate()/reset() fail for one resource. */
 void fake_break(void *resource);
 unsigned fake_id(const void *resource);
+/* Has destroy() run on this resource? (The record outlives it.) */
+bool fake_is_destroyed(const void *resource);
 
 /* Poll respool_stats until pred(stats) holds or timeout_ms passes (polls every
  * 200 us: an awaited condition, not a sleep). */

@@ -131,13 +131,6 @@ bool stress_thread_join(stress_thread_t *t, long timeout_ms)
     return true;
 }
 
-void stress_set_destroy_delay(fake_factory_t *f, long ms)
-{
-    pthread_mutex_lock(&f->lock);
-    f->destroy_delay_ms = ms;
-    pthread_mutex_unlock(&f->lock);
-}
-
 void stress_clear_faults(fake_factory_t *f)
 {
     pthread_mutex_lock(&f->lock);

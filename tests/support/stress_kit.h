@@ -74,8 +74,6 @@ int stress_thread_start(stress_thread_t *t, const pthread_attr_t *attr, void *(*
                         void *arg);
 /* Join within timeout_ms; false (thread left running) if it has not ended. */
 bool stress_thread_join(stress_thread_t *t, long timeout_ms);
-/* Set the fake factory's destroy() delay (under its lock). */
-void stress_set_destroy_delay(fake_factory_t *f, long ms);
 /* Clear every fault knob of the fake factory: no failure, delay or block. */
 void stress_clear_faults(fake_factory_t *f);
 
